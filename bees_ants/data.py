@@ -1,0 +1,288 @@
+"""Image folders in, decoded tensors out.
+
+A dataset is `root/{train,val}/<class>/<image>` (torchvision's ImageFolder layout). `load_dataset`
+scans it, refuses layouts that cannot train (with a message naming the problem), decodes every
+image exactly once (in parallel threads, which PIL allows since it releases the GIL), and keeps
+each as a uint8 tensor resized so its shorter side is the eval resize size. Epochs then only crop,
+flip and normalise tensors: nothing is read from disk or decoded twice in a run.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
+
+SPLITS = ("train", "val")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# The tutorial's dataset. Kept as the real source; offline users point --data-dir at a copy.
+HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+HYMENOPTERA_FILES = {"train": 245, "val": 153}  # files per split in the official archive
+# PIL refuses images above ~89 MP with a DecompressionBombWarning; we treat anything past this as
+# a reason to skip rather than let one hostile upload use gigabytes of memory.
+MAX_PIXELS = 64_000_000
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Eval-time preprocessing, taken from the backbone's torchvision weights entry."""
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_weights(cls, weights) -> "Preprocessing":
+        t = weights.transforms()
+        resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
+        crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
+        return cls(int(resize), int(crop), tuple(t.mean), tuple(t.std))
+
+    def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> float NCHW, normalised, channels-last (faster convolutions on CPU)."""
+        x = batch_uint8.float().div_(255)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class Split:
+    images: list[torch.Tensor]  # uint8 CHW, shorter side == preprocessing.resize_size
+    labels: torch.Tensor        # int64
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Dataset:
+    root: str
+    classes: list[str]
+    splits: dict[str, Split]
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split, e.g. {'train': {'ants': 123, 'bees': 121}, ...}."""
+        out = {}
+        for name, split in self.splits.items():
+            c = Counter(split.labels.tolist())
+            out[name] = {cls: c.get(i, 0) for i, cls in enumerate(self.classes)}
+        return out
+
+    def summary(self) -> str:
+        lines = [f"dataset {self.root}: {len(self.classes)} classes"]
+        for name, per_class in self.counts().items():
+            total = sum(per_class.values())
+            parts = ", ".join(f"{c} {n}" for c, n in per_class.items())
+            lines.append(f"  {name}: {total} images ({parts})")
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} file(s):")
+            lines += [f"    {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def load_image(path_or_file, min_side: int | None = None) -> Image.Image:
+    """Open any common image as 8-bit RGB, upright (EXIF), shorter side == min_side if given.
+
+    Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
+    16-bit/float images. Raises ValueError with a readable reason for anything unreadable.
+    """
+    try:
+        img = Image.open(path_or_file)
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+        if min_side and img.format == "JPEG":
+            # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
+            img.draft("RGB", (min_side, min_side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+    except ValueError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(_describe_decode_error(e)) from None
+    if min_side:
+        scale = min_side / min(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.BILINEAR)
+    return img
+
+
+def _describe_decode_error(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image file (or a format Pillow cannot read)"
+    msg = str(e)
+    if "truncated" in msg:
+        return "truncated image file"
+    return f"cannot decode image: {msg}"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def center_crop_batch(images: list[torch.Tensor], crop_size: int) -> torch.Tensor:
+    return torch.stack([TF.center_crop(im, [crop_size, crop_size]) for im in images])
+
+
+def augment_batch(images: list[torch.Tensor], crop_size: int) -> torch.Tensor:
+    """The tutorial's train augmentation: RandomResizedCrop + horizontal flip, on uint8 tensors."""
+    out = []
+    for im in images:
+        top, left, h, w = _random_resized_crop_box(im.shape[-2], im.shape[-1])
+        crop = TF.resized_crop(im, top, left, h, w, [crop_size, crop_size], antialias=True)
+        if torch.rand(()) < 0.5:
+            crop = crop.flip(-1)
+        out.append(crop)
+    return torch.stack(out)
+
+
+def _random_resized_crop_box(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    # torchvision's RandomResizedCrop.get_params, drawn from torch's global generator so a seed
+    # makes runs reproducible.
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        w = int(round((target_area * aspect) ** 0.5))
+        h = int(round((target_area / aspect) ** 0.5))
+        if 0 < w <= width and 0 < h <= height:
+            top = torch.randint(0, height - h + 1, size=(1,)).item()
+            left = torch.randint(0, width - w + 1, size=(1,)).item()
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[SkippedFile]]:
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, skipped = {}, []
+    for cls in classes:
+        files[cls] = []
+        for p in sorted((split_dir / cls).rglob("*")):
+            if p.is_dir() or p.name.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                files[cls].append(p)
+            else:
+                skipped.append(SkippedFile(str(p), f"unsupported file type '{p.suffix or p.name}'"))
+    return classes, files, skipped
+
+
+def _decode(path: Path, min_side: int):
+    try:
+        return image_to_tensor(load_image(path, min_side)), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None) -> Dataset:
+    """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder '{root}' does not exist")
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise DatasetError(f"dataset folder '{root}' has no '{missing[0]}/' folder: expected "
+                           f"{root}/train/<class>/… and {root}/val/<class>/…")
+    listed = {s: _list_split(root / s) for s in SPLITS}
+    classes = listed["train"][0]
+    if len(classes) < 2:
+        raise DatasetError(f"'{root / 'train'}' has {len(classes)} class folder(s); "
+                           "training needs at least 2 (one sub-folder per class)")
+    if listed["val"][0] != classes:
+        only_train = sorted(set(classes) - set(listed["val"][0]))
+        only_val = sorted(set(listed["val"][0]) - set(classes))
+        raise DatasetError(f"train and val have different classes: only in train {only_train}, "
+                           f"only in val {only_val}")
+    skipped = [s for split in SPLITS for s in listed[split][2]]
+    jobs = [(split, i, p) for split in SPLITS for i, cls in enumerate(classes) for p in listed[split][1][cls]]
+    with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
+        decoded = list(pool.map(lambda j: _decode(j[2], preprocessing.resize_size), jobs))
+    splits = {s: Split([], torch.empty(0, dtype=torch.long), []) for s in SPLITS}
+    labels = {s: [] for s in SPLITS}
+    for (split, label, path), (tensor, error) in zip(jobs, decoded):
+        if error:
+            skipped.append(SkippedFile(str(path), error))
+            continue
+        splits[split].images.append(tensor)
+        splits[split].paths.append(str(path))
+        labels[split].append(label)
+    for s in SPLITS:
+        splits[s].labels = torch.tensor(labels[s], dtype=torch.long)
+        empty = [c for i, c in enumerate(classes) if i not in set(labels[s])]
+        if empty:
+            raise DatasetError(f"class '{empty[0]}' has no readable image in '{root / s}'"
+                               + _skip_hint(skipped, root / s / empty[0]))
+    return Dataset(str(root), classes, splits, skipped)
+
+
+def _skip_hint(skipped: list[SkippedFile], folder: Path) -> str:
+    here = [s for s in skipped if Path(s.path).parent == folder]
+    return f" ({len(here)} file(s) skipped there, e.g. {Path(here[0].path).name}: {here[0].reason})" if here else ""
+
+
+def ensure_hymenoptera(data_root: str | os.PathLike) -> Path:
+    """Return `data_root/hymenoptera_data`, downloading the tutorial's archive when it is missing."""
+    target = Path(data_root) / "hymenoptera_data"
+    if (target / "train").is_dir() and (target / "val").is_dir():
+        return target
+    from torchvision.datasets.utils import download_url
+    archive = Path(data_root) / "hymenoptera_data.zip"
+    try:
+        download_url(HYMENOPTERA_URL, str(data_root), filename=archive.name)
+    except Exception as e:  # urllib raises many kinds; all mean the same to the user
+        raise DatasetError(f"the ants/bees dataset is not at '{target}' and could not be downloaded "
+                           f"from {HYMENOPTERA_URL} ({type(e).__name__}: {e}). Offline? Copy an "
+                           "extracted hymenoptera_data folder there, or pass --data-dir PATH") from None
+    with zipfile.ZipFile(archive) as zf:
+        bad = zf.testzip()  # CRC of every member: a broken download fails here, not mid-training
+        if bad:
+            raise DatasetError(f"downloaded archive {archive} is corrupt (bad member {bad}); delete it and retry")
+        zf.extractall(Path(data_root))
+    counts = {s: sum(1 for p in (target / s).rglob("*") if p.is_file()) for s in SPLITS}
+    if counts != HYMENOPTERA_FILES:
+        raise DatasetError(f"downloaded dataset has {counts} files, expected {HYMENOPTERA_FILES}")
+    archive.unlink()
+    return target

@@ -1,0 +1,121 @@
+"""Backbones by name from torchvision's registry, with one generic head swap for N classes.
+
+Every supported architecture ends in a single `nn.Linear` classifier (resnet: `fc`, mobilenet and
+efficientnet: the last `classifier[i]`), so "the head" is simply the last Linear module: find it,
+replace it. Features for the fixed-extractor mode are the head's input, obtained by temporarily
+swapping the head for an Identity.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from .data import Preprocessing
+
+ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
+DEFAULT_ARCH = "resnet18"
+
+
+class ModelError(ValueError):
+    """A model that cannot be built or loaded as asked; the message says why."""
+
+
+def default_weights(arch: str):
+    """The torchvision weights entry for `arch` (metadata only: nothing is downloaded)."""
+    check_arch(arch)
+    return tvm.get_model_weights(arch).DEFAULT
+
+
+def preprocessing_for(arch: str) -> Preprocessing:
+    return Preprocessing.from_weights(default_weights(arch))
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ModelError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHS)}")
+
+
+def head_name(model: nn.Module) -> str:
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    return name
+
+
+def get_head(model: nn.Module) -> nn.Module:
+    return model.get_submodule(head_name(model))
+
+
+def set_head(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def build_model(arch: str, num_classes: int, backbone_weights: str | os.PathLike | None = None) -> nn.Module:
+    """`backbone_weights`: "imagenet" (torchvision download/cache), a state-dict file, or None."""
+    check_arch(arch)
+    if backbone_weights == "imagenet":
+        weights = default_weights(arch)
+        try:
+            model = tvm.get_model(arch, weights=weights)
+        except Exception as e:  # urllib/SSL/timeout errors: all mean "could not fetch"
+            raise ModelError(f"could not download ImageNet weights for {arch} ({type(e).__name__}: {e}). "
+                             "Offline? Pass --backbone-weights PATH to a local state-dict file, "
+                             "or --backbone-weights none for random initialisation") from None
+    else:
+        model = tvm.get_model(arch, weights=None)
+        if backbone_weights is not None:
+            load_state_dict_file(model, Path(backbone_weights))
+    name = head_name(model)
+    set_head(model, name, nn.Linear(model.get_submodule(name).in_features, num_classes))
+    return model
+
+
+def load_state_dict_file(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"backbone weights file '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"cannot read backbone weights '{path}': {e}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"'{path}' does not hold a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        arch = type(model).__name__
+        detail = "; ".join(x for x in (
+            f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
+            f"shape mismatch: {wrong[0]}" if wrong else "") if x)
+        raise ModelError(f"'{path}' does not match {arch}: {detail}. Is it a state dict for this --arch?")
+    model.load_state_dict(state)
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    head = get_head(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+
+@contextmanager
+def headless(model: nn.Module):
+    """Within the block, `model(x)` returns the head's input features."""
+    name = head_name(model)
+    head = model.get_submodule(name)
+    set_head(model, name, nn.Identity())
+    try:
+        yield head
+    finally:
+        set_head(model, name, head)

@@ -1,0 +1,148 @@
+"""Load a checkpoint once, classify many images, draw the tutorial's labelled grids.
+
+Per-file problems (unreadable, not an image, truncated) come back as a `Prediction` with an
+`error`, never as an exception that would lose the other files' results.
+"""
+from __future__ import annotations
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .data import Preprocessing, center_crop_batch, image_to_tensor, load_dataset, load_image
+from .train import batch_slices, inference_batch_size, pick_device
+
+
+@dataclass
+class Prediction:
+    name: str
+    label: str | None = None
+    confidence: float = 0.0
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+    image: object | None = None  # the decoded, resized PIL image, for grids
+
+
+@dataclass
+class Evaluation:
+    split: str
+    classes: list[str]
+    accuracy: float
+    loss: float
+    confusion: list[list[int]]  # confusion[true][predicted]
+    paths: list[str]
+    true: list[int]
+    predicted: list[int]
+    confidence: list[float]  # probability of the predicted class
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for i, name in enumerate(self.classes):
+            tp = self.confusion[i][i]
+            actual = sum(self.confusion[i])
+            predicted = sum(row[i] for row in self.confusion)
+            out[name] = {"images": actual,
+                         "precision": tp / predicted if predicted else 0.0,
+                         "recall": tp / actual if actual else 0.0}
+        return out
+
+
+class Predictor:
+    def __init__(self, checkpoint: str | os.PathLike | Checkpoint, device: str | None = None):
+        self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        meta = self.checkpoint.meta
+        self.classes: list[str] = list(meta["class_names"])
+        self.preprocessing = Preprocessing(**meta["preprocessing"])
+        self.device = pick_device(device)
+        self.model = self.checkpoint.build_model().to(self.device, memory_format=torch.channels_last)
+
+    def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW crops -> class probabilities (N, C) on the CPU."""
+        x = self.preprocessing.normalize(batch_uint8.to(self.device))
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model(x).float().softmax(1).cpu()
+
+    def _decode(self, item) -> tuple[object, torch.Tensor | None, str | None]:
+        try:
+            img = load_image(item, self.preprocessing.resize_size)
+            crop = center_crop_batch([image_to_tensor(img)], self.preprocessing.crop_size)[0]
+            return img, crop, None
+        except ValueError as e:
+            return None, None, str(e)
+        except OSError as e:  # a path that vanished or cannot be opened
+            return None, None, f"cannot open file: {e.strerror or e}"
+
+    def predict(self, items: list, batch_size: int | None = None, names: list[str] | None = None) -> list[Prediction]:
+        """`items`: paths or file objects. Decoding runs in threads, the model in batches."""
+        names = names or [Path(str(getattr(i, "name", i))).name for i in items]
+        with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+            decoded = list(pool.map(self._decode, items))
+        results = [Prediction(n, error=err, image=img) for n, (img, _, err) in zip(names, decoded)]
+        ok = [i for i, (_, crop, _) in enumerate(decoded) if crop is not None]
+        for s in batch_slices(len(ok), batch_size or inference_batch_size(self.device)):
+            idx = ok[s]
+            probs = self.probabilities(torch.stack([decoded[i][1] for i in idx]))
+            for i, p in zip(idx, probs):
+                k = int(p.argmax())
+                results[i].label, results[i].confidence = self.classes[k], float(p[k])
+                results[i].probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+        return results
+
+    def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
+        dataset = load_dataset(data_dir, self.preprocessing)
+        if dataset.classes != self.classes:
+            raise ValueError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
+        part = dataset.splits[split]
+        probs = torch.cat([self.probabilities(center_crop_batch(part.images[s], self.preprocessing.crop_size))
+                           for s in batch_slices(len(part), inference_batch_size(self.device))])
+        true = part.labels
+        predicted = probs.argmax(1)
+        n = len(self.classes)
+        confusion = torch.zeros(n, n, dtype=torch.long)
+        confusion.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
+        loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), true).item()
+        return Evaluation(split, self.classes, (predicted == true).float().mean().item(), loss,
+                          confusion.tolist(), part.paths, true.tolist(), predicted.tolist(),
+                          probs.max(1).values.tolist())
+
+
+def image_grid(images: list, titles: list[str], colors: list[str] | None = None, ncols: int = 4):
+    """A matplotlib figure of images with a title each (the tutorial's `visualize_model` look)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    n = max(1, len(images))
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < len(images):
+            ax.imshow(images[k])
+            ax.set_title(titles[k], fontsize=11, color=(colors[k] if colors else "black"))
+    return fig
+
+
+def predictions_figure(predictions: list[Prediction], ncols: int = 4):
+    shown = [p for p in predictions if p.error is None]
+    return image_grid([p.image for p in shown], [f"{p.label} · {p.confidence:.0%}" for p in shown], ncols=ncols)
+
+
+def val_sample_figure(predictor: Predictor, data_dir: str | os.PathLike, count: int = 8,
+                      seed: int | None = None, ncols: int = 4):
+    """Predicted vs true label on random val images; mistakes in red."""
+    root = Path(data_dir) / "val"
+    files = [(p, cls) for cls in predictor.classes for p in sorted((root / cls).glob("*")) if p.is_file()]
+    sample = random.Random(seed).sample(files, min(count, len(files)))
+    preds = predictor.predict([p for p, _ in sample])
+    shown = [(pr, cls) for pr, (_, cls) in zip(preds, sample) if pr.error is None]
+    titles = [f"predicted: {pr.label} ({pr.confidence:.0%})\ntrue: {cls}" for pr, cls in shown]
+    colors = ["#1a7f37" if pr.label == cls else "#cf222e" for pr, cls in shown]
+    return image_grid([pr.image for pr, _ in shown], titles, colors, ncols=ncols)
