@@ -298,8 +298,8 @@ class TrainingRun:
             "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
                         "skipped": len(self.dataset.skipped)},
             "device": describe_device(self.device),
-            "versions": {"bees_ants": __version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__},
+            "versions": {"bees_ants": __version__, "torch": str(torch.__version__),
+                         "torchvision": str(torchvision.__version__)},
             "created": dt.datetime.now().isoformat(timespec="seconds"),
         }
         save_checkpoint(self.checkpoint_path, state_dict, meta)

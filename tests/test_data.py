@@ -1,0 +1,105 @@
+"""Dataset scanning, refusal messages and image decoding."""
+import io
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bees_ants.data import DatasetError, load_dataset, load_image
+from bees_ants.models import preprocessing_for
+from conftest import SHARED, make_dataset
+
+PREP = preprocessing_for("resnet18")
+
+
+def test_scan_counts_and_reports_skipped_files(tiny_dataset):
+    ants = tiny_dataset / "train" / "ants"
+    (ants / "notes.txt").write_text("not an image")
+    (ants / "fake.jpg").write_text("this is text, not a jpeg")
+    good = (ants / "ants_0.png").read_bytes()
+    (ants / "truncated.png").write_bytes(good[: len(good) // 2])
+    ds = load_dataset(tiny_dataset, PREP)
+    assert ds.classes == ["ants", "bees"]
+    assert ds.counts() == {"train": {"ants": 8, "bees": 8}, "val": {"ants": 4, "bees": 4}}
+    reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in ds.skipped}
+    assert set(reasons) == {"notes.txt", "fake.jpg", "truncated.png"}
+    assert "unsupported file type" in reasons["notes.txt"]
+    assert "not an image" in reasons["fake.jpg"]
+    assert "truncated" in reasons["truncated.png"] or "decode" in reasons["truncated.png"]
+    assert "skipped 3 file(s)" in ds.summary()
+    # every kept image is decoded once, shorter side = the weights' resize size
+    assert all(min(im.shape[1:]) == PREP.resize_size for im in ds.splits["train"].images)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing_root", "does not exist"),
+    ("no_val", "has no 'val/' folder"),
+    ("one_class", "at least 2"),
+    ("class_mismatch", "different classes"),
+    ("unreadable_class", "class 'bees' has no readable image"),
+])
+def test_bad_layouts_are_refused_with_a_clear_message(tmp_path, layout, message):
+    root = tmp_path / "ds"
+    if layout == "no_val":
+        make_dataset(root)
+        shutil.rmtree(root / "val")
+    elif layout == "one_class":
+        make_dataset(root, classes=("ants",))
+    elif layout == "class_mismatch":
+        make_dataset(root)
+        (root / "val" / "bees").rename(root / "val" / "wasps")
+    elif layout == "unreadable_class":
+        make_dataset(root)
+        for f in (root / "val" / "bees").iterdir():
+            f.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(root, PREP)
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> io.BytesIO:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"),
+                                       ("I;16", "PNG"), ("LA", "PNG"), ("1", "BMP"), ("RGB", "WEBP")])
+def test_every_common_pixel_format_becomes_rgb(mode, fmt):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    if mode == "I;16":
+        src = Image.fromarray((np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50))
+        assert src.mode.startswith("I;16")
+    else:
+        src = rgb.convert(mode)
+    out = load_image(_encode(src, fmt), min_side=60)
+    assert out.mode == "RGB" and min(out.size) == 60 and out.size == (80, 60)
+    if mode == "I;16":  # 16-bit range scaled, not clipped to white
+        assert 50 < np.asarray(out).mean() < 200
+
+
+def test_rgba_transparency_composites_on_white():
+    clear = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert np.asarray(load_image(_encode(clear, "PNG"))).min() == 255
+
+
+def test_exif_rotation_is_applied():
+    img = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 on display
+    out = load_image(_encode(img, "JPEG", exif=exif))
+    assert out.size == (20, 40)
+
+
+def test_unreadable_bytes_raise_valueerror_with_reason():
+    with pytest.raises(ValueError, match="not an image"):
+        load_image(io.BytesIO(b"%PDF-1.4 not an image"))
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "hymenoptera_data").is_dir(), reason="../shared data absent")
+def test_real_hymenoptera_scan():
+    ds = load_dataset(SHARED / "data" / "hymenoptera_data", PREP)
+    assert ds.counts() == {"train": {"ants": 123, "bees": 121}, "val": {"ants": 70, "bees": 83}}
+    assert [s.path.rsplit("/", 1)[-1] for s in ds.skipped] == ["imageNotFound.gif"]
+
