@@ -10,7 +10,8 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .data import IMAGE_EXTENSIONS, DatasetError, ensure_hymenoptera
 from .models import ARCHS, DEFAULT_ARCH, ModelError
-from .train import MODES, PRESETS, TrainConfig, TrainingRun, apply_preset, describe_device
+from .train import (MODES, PRESETS, TrainConfig, TrainingRun, apply_preset, describe_device, init_distributed,
+                    rank_and_world)
 
 DEFAULT_DATA_ROOT = "data"  # the tutorial's dataset is fetched to data/hymenoptera_data
 
@@ -38,6 +39,10 @@ def cmd_train(args) -> int:
     if args.backbone_weights is not None:
         overrides["backbone_weights"] = backbone_weights_arg(args.backbone_weights)
     config = TrainConfig(**{**asdict(config), **overrides})
+    init_distributed()  # under torchrun: one process per device, same checkpoint format
+    if rank_and_world()[0] != 0:
+        list(TrainingRun(config))  # other ranks train silently; rank 0 reports and saves
+        return 0
     run = TrainingRun(config)
     print(f"training {config.arch} ({config.mode}) for {config.epochs} epochs, batch {config.batch_size}, "
           f"lr {config.lr}, weights {config.backbone_weights or 'random init'}", flush=True)

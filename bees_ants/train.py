@@ -8,12 +8,17 @@ The CLI prints the records, the app's job thread stores them, the benchmark time
   `feature_views == epochs` every epoch sees fresh augmentation, exactly like the tutorial.
 The best-val-accuracy weights are written whenever they improve, so a cancel or crash leaves the
 best model so far on disk; at the end the file is rewritten once with the full history.
+
+Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
+DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
+only rank 0 writes the checkpoint, in the same format as a single-process run.
 """
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,11 +27,13 @@ from typing import Iterator
 
 import torch
 import torchvision
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .checkpoint import save_checkpoint
-from .data import Dataset, augment_batch, center_crop_batch, load_dataset
+from .data import Dataset, Split, augment_batch, center_crop_batch, load_dataset
 from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for
 
 MODES = ("finetune", "fixed")
@@ -89,7 +96,7 @@ def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -101,6 +108,30 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def init_distributed() -> None:
+    """Join the process group that `torchrun` describes in the environment (no-op otherwise)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
+    """Every `world`-th sample from `rank`. With `pad`, shards are made equal in length by
+    repeating samples (as DistributedSampler does): DDP needs the same number of steps per rank."""
+    idx = list(range(rank, len(split), world))
+    if pad:
+        per_rank = math.ceil(len(split) / world)
+        idx += list(range(per_rank - len(idx)))
+    return Split([split.images[i] for i in idx], split.labels[idx], [split.paths[i] for i in idx])
 
 
 class Cancelled(Exception):
@@ -134,10 +165,14 @@ class TrainingRun:
 
     def __iter__(self) -> Iterator[EpochRecord]:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        self.rank, self.world = rank_and_world()
+        torch.manual_seed(cfg.seed + self.rank)  # DDP copies rank 0's initial weights to the others
         self.preprocessing = preprocessing_for(cfg.arch)
         if self.dataset is None:
             self.dataset = load_dataset(cfg.data_dir, self.preprocessing)
+        splits = self.dataset.splits
+        self.train_split = shard(splits["train"], self.rank, self.world, pad=True) if self.world > 1 else splits["train"]
+        self.val_split = shard(splits["val"], self.rank, self.world, pad=False) if self.world > 1 else splits["val"]
         self.device = pick_device(cfg.device)
         classes = self.dataset.classes
         model = build_model(cfg.arch, len(classes), cfg.backbone_weights)
@@ -192,16 +227,30 @@ class TrainingRun:
         return self.preprocessing.normalize(batch_uint8.to(self.device, non_blocking=non_blocking))
 
     def _val_batches(self):
-        split, crop = self.dataset.splits["val"], self.preprocessing.crop_size
+        split, crop = self.val_split, self.preprocessing.crop_size
         for s in batch_slices(len(split), inference_batch_size(self.device)):
             yield center_crop_batch(split.images[s], crop), split.labels[s]
 
+    def _distributed(self, module: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+    def _reduce(self, loss_sum: float, correct: int, n: int) -> tuple[float, float]:
+        """(mean loss, accuracy) over every process's samples."""
+        if self.world > 1:
+            t = torch.tensor([loss_sum, correct, n], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            loss_sum, correct, n = t.tolist()
+        return loss_sum / n, correct / n
+
     def _finetune_epochs(self, model: nn.Module):
         criterion = nn.CrossEntropyLoss()
-        split, crop, bs = self.dataset.splits["train"], self.preprocessing.crop_size, self.config.batch_size
+        trained = self._distributed(model)
+        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
 
         def run_epoch(optimizer, epoch):
-            model.train()
+            trained.train()
             order = torch.randperm(len(split))
             loss_sum, correct = 0.0, 0
             for s in batch_slices(len(split), bs):
@@ -210,7 +259,7 @@ class TrainingRun:
                 x = self._to_device(augment_batch([split.images[i] for i in idx], crop))
                 y = split.labels[idx].to(self.device)
                 with self._autocast():
-                    out = model(x)
+                    out = trained(x)
                     loss = criterion(out.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -218,16 +267,17 @@ class TrainingRun:
                 loss_sum += loss.item() * len(idx)
                 correct += (out.argmax(1) == y).sum().item()
             model.eval()
-            val_loss, val_acc = self._evaluate(lambda x: model(x), self._val_batches())
-            return loss_sum / len(split), correct / len(split), val_loss, val_acc
+            val_loss, val_acc = self._evaluate(model, self._val_batches())
+            return (*self._reduce(loss_sum, correct, len(split)), val_loss, val_acc)
 
         return run_epoch
 
     def _fixed_epochs(self, model: nn.Module):
         criterion = nn.CrossEntropyLoss()
         model.eval()  # frozen BatchNorm statistics too: the backbone is a fixed function
-        split, crop, bs = self.dataset.splits["train"], self.preprocessing.crop_size, self.config.batch_size
+        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
         head = get_head(model)
+        trained_head = self._distributed(head)
         views: dict[int, torch.Tensor] = {}
         val_features = []
 
@@ -252,17 +302,15 @@ class TrainingRun:
             for s in batch_slices(len(split), bs):
                 self._check_cancel()
                 idx = order[s]
-                out = head(feats[idx])
+                out = trained_head(feats[idx])
                 loss = criterion(out, labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.item() * len(idx)
                 correct += (out.argmax(1) == labels[idx]).sum().item()
-            val_labels = self.dataset.splits["val"].labels
-            val_loss, val_acc = self._evaluate(
-                lambda f: head(f), [(val_features[0], val_labels)])
-            return loss_sum / len(split), correct / len(split), val_loss, val_acc
+            val_loss, val_acc = self._evaluate(head, [(val_features[0], self.val_split.labels)])
+            return (*self._reduce(loss_sum, correct, len(split)), val_loss, val_acc)
 
         return run_epoch
 
@@ -279,11 +327,13 @@ class TrainingRun:
                 loss_sum += criterion(out, y).item()
                 correct += (out.argmax(1) == y).sum().item()
                 n += len(y)
-        return loss_sum / n, correct / n
+        return self._reduce(loss_sum, correct, n)
 
     # -- checkpoint --------------------------------------------------------------------------------
 
     def _save(self, state_dict: dict, best: tuple[float, float, int]) -> None:
+        if self.rank != 0:
+            return
         cfg = self.config
         meta = {
             "arch": cfg.arch,
@@ -297,7 +347,7 @@ class TrainingRun:
             "status": self.status,
             "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
                         "skipped": len(self.dataset.skipped)},
-            "device": describe_device(self.device),
+            "device": describe_device(self.device) + (f" x {self.world} processes" if self.world > 1 else ""),
             "versions": {"bees_ants": __version__, "torch": str(torch.__version__),
                          "torchvision": str(torchvision.__version__)},
             "created": dt.datetime.now().isoformat(timespec="seconds"),

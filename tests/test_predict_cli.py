@@ -61,7 +61,8 @@ def test_cli_train_predict_evaluate(tmp_path, capsys):
                  "--epochs", "6", "--lr", "0.02", "--batch-size", "4", "--output", str(out), "--json"])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
-    assert printed.count("epoch ") >= 6 and "done: best val acc" in printed
+    assert sum(line.startswith("epoch ") for line in printed.splitlines()) == 6
+    assert "done: best val acc" in printed
     summary = json.loads(printed.strip().splitlines()[-1])
     assert summary["checkpoint"] == str(out) and len(summary["history"]) == 6
     assert load_checkpoint(out).meta["class_names"] == ["ants", "bees", "wasps"]
