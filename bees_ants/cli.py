@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the tutorial's ants/bees set, downloaded to data/)")
     t.add_argument("--arch", choices=ARCHS, help=f"backbone (default {DEFAULT_ARCH})")
     t.add_argument("--mode", choices=MODES, help="finetune: train all layers (default); "
-                   "fixed: frozen feature extractor, train the head only")
+                   "fixed: frozen feature extractor, train the head only; "
+                   "progressive: fixed for --frozen-epochs, then fine-tune")
     t.add_argument("--backbone-weights", metavar="imagenet|none|PATH",
                    help="imagenet: torchvision's weights (downloaded once, cached; default); "
                    "PATH: a local state-dict file for this arch; none: random init")
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gamma", type=float, help="StepLR: LR multiplier at each drop")
     t.add_argument("--feature-views", type=int, dest="feature_views",
                    help="fixed mode: augmented views of the train set to cache features for")
+    t.add_argument("--frozen-epochs", type=int, dest="frozen_epochs",
+                   help="progressive mode: head-only epochs before unfreezing (default 5)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--out-dir", dest="out_dir", help="where checkpoints go (default weights/)")

@@ -39,6 +39,12 @@ class Evaluation:
     true: list[int]
     predicted: list[int]
     confidence: list[float]  # probability of the predicted class
+    losses: list[float]  # per-image cross-entropy: high = confidently wrong
+
+    def mistakes(self) -> list[int]:
+        """Indices of misclassified images, worst (highest loss) first."""
+        wrong = [i for i, (t, p) in enumerate(zip(self.true, self.predicted)) if t != p]
+        return sorted(wrong, key=lambda i: -self.losses[i])
 
     def per_class(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -105,10 +111,10 @@ class Predictor:
         n = len(self.classes)
         confusion = torch.zeros(n, n, dtype=torch.long)
         confusion.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
-        loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), true).item()
-        return Evaluation(split, self.classes, (predicted == true).float().mean().item(), loss,
+        losses = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), true, reduction="none")
+        return Evaluation(split, self.classes, (predicted == true).float().mean().item(), losses.mean().item(),
                           confusion.tolist(), part.paths, true.tolist(), predicted.tolist(),
-                          probs.max(1).values.tolist())
+                          probs.max(1).values.tolist(), losses.tolist())
 
 
 def image_grid(images: list, titles: list[str], colors: list[str] | None = None, ncols: int = 4):

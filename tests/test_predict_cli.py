@@ -41,6 +41,9 @@ def test_evaluate_agrees_with_recorded_val_accuracy(trained_checkpoint):
     assert ev.accuracy == pytest.approx(meta["best"]["val_acc"])
     assert sum(map(sum, ev.confusion)) == 8
     assert set(ev.per_class()) == {"ants", "bees"}
+    wrong = ev.mistakes()
+    assert len(wrong) == sum(t != p for t, p in zip(ev.true, ev.predicted))
+    assert [ev.losses[i] for i in wrong] == sorted((ev.losses[i] for i in wrong), reverse=True)
 
 
 def test_grids_have_a_labelled_panel_per_image(trained_checkpoint, tmp_path):

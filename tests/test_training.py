@@ -91,6 +91,17 @@ def test_fixed_mode_trains_only_the_head(tiny_dataset, tmp_path):
     assert max(r.val_acc for r in run.history) >= 0.75
 
 
+def test_progressive_mode_unfreezes_after_frozen_epochs(tiny_dataset, tmp_path):
+    source = build_model("resnet18", 1000)
+    torch.save(source.state_dict(), tmp_path / "src.pth")
+    run = TrainingRun(config(tiny_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
+                             backbone_weights=str(tmp_path / "src.pth")))
+    backbone_moved = [not torch.equal(run.model.conv1.weight.cpu(), source.conv1.weight) for _ in run]
+    assert backbone_moved == [False, False, True, True]
+    assert run.status == "completed"
+    assert load_checkpoint(run.checkpoint_path).meta["hyperparameters"]["frozen_epochs"] == 2
+
+
 def test_fixed_mode_backbone_matches_the_source_weights(tiny_dataset, tmp_path):
     source = build_model("resnet18", 1000)
     torch.save(source.state_dict(), tmp_path / "src.pth")
