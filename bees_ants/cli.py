@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .data import IMAGE_EXTENSIONS, DatasetError, ensure_hymenoptera
+from .importer import needs_preparing, prepare_dataset
 from .models import ARCHS, DEFAULT_ARCH, ModelError
 from .train import (MODES, PRESETS, TrainConfig, TrainingRun, apply_preset, describe_device, init_distributed,
                     rank_and_world)
@@ -17,6 +18,10 @@ DEFAULT_DATA_ROOT = "data"  # the tutorial's dataset is fetched to data/hymenopt
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
+    if data_dir and needs_preparing(data_dir):  # a zip, or bare class folders: import as a new train/val folder
+        report = prepare_dataset(data_dir, DEFAULT_DATA_ROOT)
+        print(f"{report.summary()}\n(reuse it with --data-dir {report.path})", flush=True)
+        return report.path
     return data_dir if data_dir else str(ensure_hymenoptera(DEFAULT_DATA_ROOT))
 
 
@@ -120,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a classifier on an image folder")
-    t.add_argument("--data-dir", help="folder with train/<class>/ and val/<class>/ "
-                   "(default: the tutorial's ants/bees set, downloaded to data/)")
+    t.add_argument("--data-dir", help="folder with train/<class>/ and val/<class>/, or a zip or folder of "
+                   "<class>/ folders (imported into data/) (default: the tutorial's ants/bees set, downloaded to data/)")
     t.add_argument("--arch", choices=ARCHS, help=f"backbone (default {DEFAULT_ARCH})")
     t.add_argument("--mode", choices=MODES, help="finetune: train all layers (default); "
                    "fixed: frozen feature extractor, train the head only; "
