@@ -120,6 +120,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_program
+    path = export_program(args.checkpoint, args.output)
+    print(f"exported to {path} (load with torch.export.load; see bees_ants/export.py)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bees_ants", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("train", "val"), default="val")
     ev.add_argument("--device")
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="export a checkpoint to a torch.export program (.pt2) that needs only torch")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--output", help="default: the checkpoint path with .pt2")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -73,7 +73,8 @@ class Predictor:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             return self.model(x).float().softmax(1).cpu()
 
-    def _decode(self, item) -> tuple[object, torch.Tensor | None, str | None]:
+    def prepare(self, item) -> tuple[object, torch.Tensor | None, str | None]:
+        """Path or file -> (resized PIL image, uint8 center crop, None) or (None, None, reason)."""
         try:
             img = load_image(item, self.preprocessing.resize_size)
             crop = center_crop_batch([image_to_tensor(img)], self.preprocessing.crop_size)[0]
@@ -87,7 +88,7 @@ class Predictor:
         """`items`: paths or file objects. Decoding runs in threads, the model in batches."""
         names = names or [Path(str(getattr(i, "name", i))).name for i in items]
         with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-            decoded = list(pool.map(self._decode, items))
+            decoded = list(pool.map(self.prepare, items))
         results = [Prediction(n, error=err, image=img) for n, (img, _, err) in zip(names, decoded)]
         ok = [i for i, (_, crop, _) in enumerate(decoded) if crop is not None]
         for s in batch_slices(len(ok), batch_size or inference_batch_size(self.device)):
