@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoint import CheckpointError
@@ -38,7 +37,7 @@ class Job:
     config: TrainConfig
     device: str
     started: float  # time.time()
-    status: str = "preparing"
+    status: str = "scanning"  # "preparing" first when a prepare step (a download) comes before the scan
     version: int = 0  # the manager's change counter when this copy was taken
     finished: float | None = None
     cancel_requested: bool = False
@@ -81,7 +80,7 @@ class JobManager:
                 raise JobBusy(f"a training job is already running ({_progress(current)}); "
                               "wait for it to finish or cancel it first")
             self._cancel = threading.Event()
-            job = Job(id=(current.id + 1 if current else 1), config=config,
+            job = Job(id=(current.id + 1 if current else 1), config=config, status="preparing" if prepare else "scanning",
                       device=describe_device(pick_device(config.device)), started=time.time())
             self._job = job
             self._bump()
@@ -135,26 +134,29 @@ class JobManager:
             self._bump()
 
     def _run(self, job: Job, cancel: threading.Event, prepare) -> None:
-        run = None
+        outcome = {"status": "failed", "error": "the training thread stopped unexpectedly"}
         try:
-            if prepare is not None:
-                prepare()
-            self._update(job, status="scanning")
-            dataset = load_dataset(job.config.data_dir, preprocessing_for(job.config.arch))
-            self._update(job, status="running", classes=list(dataset.classes), counts=dataset.counts(),
-                         skipped=list(dataset.skipped))
-            run = TrainingRun(job.config, dataset, cancel=cancel)
-            for record in run:
-                self._update(job, history=job.history + [record], checkpoint_path=run.checkpoint_path)
-            outcome = {"status": run.status}
+            outcome = {"status": self._train(job, cancel, prepare)}
         except USER_ERRORS as e:
             outcome = {"status": "failed", "error": str(e)}
         except Exception as e:
             log.exception("training job %d failed", job.id)
             outcome = {"status": "failed", "error": f"unexpected error: {type(e).__name__}: {e}"}
-        if run is not None and run.checkpoint_path and Path(run.checkpoint_path).is_file():
-            outcome["checkpoint_path"] = run.checkpoint_path
-        self._update(job, finished=time.time(), **outcome)
+        finally:  # whatever happened, the job ends, or no other job could ever start
+            self._update(job, finished=time.time(), **outcome)
+
+    def _train(self, job: Job, cancel: threading.Event, prepare) -> str:
+        if prepare is not None:
+            prepare()
+            self._update(job, status="scanning")
+        dataset = load_dataset(job.config.data_dir, preprocessing_for(job.config.arch))
+        self._update(job, status="running", classes=list(dataset.classes), counts=dataset.counts(),
+                     skipped=list(dataset.skipped))
+        run = TrainingRun(job.config, dataset, cancel=cancel)
+        for record in run:
+            # The best-so-far checkpoint is on disk by the time an epoch's record arrives.
+            self._update(job, history=job.history + [record], checkpoint_path=run.checkpoint_path)
+        return run.status
 
 
 def _progress(job: Job) -> str:

@@ -1,0 +1,14 @@
+"""Serve the app: `python app.py` (also the Hugging Face Spaces entry point).
+
+Listens on 0.0.0.0 so it is reachable in a container or a Space; the port comes from
+GRADIO_SERVER_PORT (default 7860). Dataset and weights locations: see bees_ants/catalog.py.
+"""
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+
+from bees_ants.ui import CSS, build_app  # noqa: E402
+
+if __name__ == "__main__":
+    build_app().launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                       css=CSS, ssr_mode=False, max_file_size="50mb", show_error=True)

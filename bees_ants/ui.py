@@ -1,0 +1,239 @@
+"""The Gradio app: widgets wired to the catalog, the job manager and the predictor.
+
+Train: the button asks the job manager for a job and then follows it (a generator that yields on
+every change). Every page also follows the job from its load event and gets a 1 s timer tick, so
+a reloaded page or a second browser catches up with a job it did not start. The `seen` state is
+the job version this page last drew, so ticks redraw only when something changed.
+Predict: checkpoints from the weights folder, loaded once each (catalog.load_predictor).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from . import catalog, views
+from .catalog import CatalogError, Settings
+from .checkpoint import CheckpointError
+from .jobs import Job, JobBusy, JobManager
+from .models import ARCHS
+from .predict import val_sample_figure
+from .train import TrainConfig, describe_device, pick_device
+
+DEFAULTS = TrainConfig(data_dir="")
+VAL_GRID_IMAGES = 8
+NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
+CSS = "#status h3 { margin: 0 0 .3em 0; }"
+
+
+@functools.lru_cache(maxsize=4)
+def _val_grid(checkpoint: str, mtime: float, data_dir: str, seed: int):
+    # One grid per finished run, shared by every page that shows it (mtime: the final save).
+    return views.figure_image(val_sample_figure(catalog.load_predictor(checkpoint), data_dir, VAL_GRID_IMAGES, seed))
+
+
+def val_grid(job: Job | None) -> gr.Image:
+    image = None
+    if job is not None and not job.active and job.checkpoint_path and Path(job.config.data_dir, "val").is_dir():
+        try:
+            image = _val_grid(job.checkpoint_path, os.path.getmtime(job.checkpoint_path), job.config.data_dir, job.id)
+        except (OSError, CheckpointError):  # the checkpoint was deleted or replaced since the run
+            pass
+    return gr.Image(image, visible=image is not None)  # no empty box while training
+
+
+def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
+    settings = settings or Settings.from_env()
+    jobs = jobs or JobManager()
+    datasets = catalog.dataset_choices(settings)
+    backbones = catalog.backbone_choices(settings)
+    arch = catalog.default_arch(backbones)
+
+    def model_picker():
+        choices = catalog.checkpoint_choices(settings)
+        return (gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
+                "" if choices else NO_MODEL)
+
+    def render(job: Job | None):
+        finished = job is not None and not job.active
+        return (views.status_markdown(job), views.dataset_markdown(job), views.training_figure(job),
+                views.history_table(job), views.result_markdown(job), val_grid(job), job.version if job else 0,
+                *(model_picker() if finished else (gr.skip(), gr.skip())))
+
+    # -- train handlers ------------------------------------------------------------------------
+
+    def train(dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma):
+        skip = (gr.skip(),) * len(train_view)
+        try:
+            if None in (epochs, lr, momentum, batch_size, step_size, gamma):
+                raise ValueError("every training setting needs a value")
+            choice = catalog.find_dataset(settings, dataset)
+            config = TrainConfig(data_dir=choice.path, arch=arch, mode=mode, epochs=int(epochs), lr=float(lr),
+                                 momentum=float(momentum), batch_size=int(batch_size), step_size=int(step_size),
+                                 gamma=float(gamma), backbone_weights=catalog.find_backbone(settings, backbone).weights,
+                                 out_dir=str(settings.weights_dir))
+            job = jobs.start(config, prepare=choice.prepare if choice.download_to else None)
+        except JobBusy as e:
+            gr.Warning(f"Not started: {e}.")
+            yield (f"⚠️ **Not started:** {e}. The running job was not changed.", *skip)
+            return
+        except ValueError as e:  # CatalogError and TrainConfig's checks
+            yield (f"⚠️ **Not started:** {e}", *skip)
+            return
+        yield ("", *render(job))
+        for job in jobs.follow(job.version):
+            yield (gr.skip(), *render(job))
+
+    def follow(seen):
+        for job in jobs.follow(seen):
+            yield render(job)
+
+    def tick(seen):
+        job = jobs.snapshot()
+        if (job.version if job else 0) != seen:
+            return render(job)
+        if job is not None and job.active:  # only the clock moved: redraw just the status line
+            return (views.status_markdown(job), *(gr.skip(),) * (len(train_view) - 1))
+        return gr.skip()
+
+    def cancel():
+        if jobs.cancel():
+            return "⏹ Cancel requested: training stops after the current batch; the best checkpoint so far is kept."
+        return "Nothing to cancel: no training job is running."
+
+    def backbone_for(arch):
+        return catalog.backbone_for_arch(catalog.backbone_choices(settings), arch).value
+
+    # -- predict handlers ----------------------------------------------------------------------
+
+    def predictor_for(model):
+        try:
+            return catalog.load_predictor(catalog.check_checkpoint(settings, model))
+        except CatalogError as e:
+            raise gr.Error(str(e) if catalog.checkpoint_choices(settings) else NO_MODEL.replace("**", ""))
+        except CheckpointError as e:
+            raise gr.Error(str(e))
+
+    def predict(model, files):
+        if not files:
+            return [], None, "", views.predictions_table([]), []
+        predictions = predictor_for(model).predict(files)
+        readable = [p for p in predictions if p.error is None]
+        return (views.gallery_items(predictions), readable[0].probabilities if readable else None,
+                views.problems_markdown(predictions), views.predictions_table(predictions),
+                [p.probabilities for p in readable])
+
+    def select(probabilities, evt: gr.SelectData):
+        return probabilities[evt.index]
+
+    def random_val(model):
+        predictor = predictor_for(model)
+        root = predictor.checkpoint.meta.get("dataset", {}).get("root")
+        if not root or not Path(root, "val").is_dir():
+            raise gr.Error(f"This model's dataset ({root or 'unknown'}) is no longer on this server, "
+                           "so there are no val images to show.")
+        return gr.Image(views.figure_image(val_sample_figure(predictor, root, VAL_GRID_IMAGES)), visible=True)
+
+    def refresh_lists():
+        fresh = catalog.dataset_choices(settings)
+        return (gr.Dropdown(choices=[(c.label, c.path) for c in fresh], value=catalog.default_dataset(fresh).path),
+                *model_picker())
+
+    # -- layout --------------------------------------------------------------------------------
+
+    with gr.Blocks(title="Ants vs bees · transfer learning", analytics_enabled=False) as app:
+        gr.Markdown("# Ants vs bees · transfer learning\nTrain an ImageNet backbone on an image folder, "
+                    "watch it learn, then classify your own pictures.")
+        seen = gr.State(-1)
+        with gr.Tabs():
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=320):
+                        dataset_in = gr.Dropdown([(c.label, c.path) for c in datasets], label="Dataset",
+                                                 value=catalog.default_dataset(datasets).path,
+                                                 allow_custom_value=True, elem_id="dataset")
+                        arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
+                        backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],
+                                                  value=catalog.backbone_for_arch(backbones, arch).value,
+                                                  label="Start from weights", allow_custom_value=True,
+                                                  elem_id="backbone")
+                        mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
+                                           value=DEFAULTS.mode, label="Mode", elem_id="mode")
+                        with gr.Accordion("Hyperparameters (the tutorial's defaults)", open=True):
+                            with gr.Row():
+                                epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1,
+                                                      maximum=1000, elem_id="epochs")
+                                batch_in = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
+                                                     minimum=1, maximum=512, elem_id="batch-size")
+                            with gr.Row():
+                                lr_in = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=1e-7, maximum=10,
+                                                  step=0.0005, elem_id="lr")
+                                momentum_in = gr.Number(DEFAULTS.momentum, label="Momentum", minimum=0,
+                                                        maximum=0.999, step=0.05, elem_id="momentum")
+                            with gr.Row():
+                                step_in = gr.Number(DEFAULTS.step_size, label="LR step size (epochs)", precision=0,
+                                                    minimum=1, maximum=1000, elem_id="step-size")
+                                gamma_in = gr.Number(DEFAULTS.gamma, label="LR gamma", minimum=0.0001, maximum=1,
+                                                     step=0.05, elem_id="gamma")
+                        gr.Markdown(f"**Device:** {describe_device(pick_device())}", elem_id="device")
+                        with gr.Row():
+                            train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+                        notice = gr.Markdown(label="notice", elem_id="notice")
+                    with gr.Column(scale=2):
+                        status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
+                        dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
+                        curves = gr.Plot(label="curves", show_label=False, elem_id="curves")
+                        table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
+                                             interactive=False, max_height=300, elem_id="history")
+                        result = gr.Markdown(label="result", elem_id="result")
+                        grid = gr.Image(label="val_predictions", show_label=False, type="pil", interactive=False,
+                                        visible=False, elem_id="val-grid")
+            with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=320):
+                        model_in = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model")
+                        with gr.Row():
+                            model_note = gr.Markdown(label="model_note", elem_id="model-note")
+                            refresh_btn = gr.Button("Refresh list", size="sm", scale=0, min_width=110,
+                                                    elem_id="refresh-btn")
+                        files_in = gr.File(file_count="multiple", label="Images to classify (one or many)",
+                                           elem_id="files")
+                        problems = gr.Markdown(label="problems", elem_id="problems")
+                        confidences = gr.Label(label="Confidence for the selected image", elem_id="confidences")
+                        val_btn = gr.Button("Predictions on random val images", elem_id="val-btn")
+                    with gr.Column(scale=2):
+                        gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
+                                             elem_id="gallery")
+                        results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
+                                               max_height=300, elem_id="results")
+                        val_samples = gr.Image(label="Random val images: predicted vs true", type="pil",
+                                               interactive=False, show_label=False, visible=False,
+                                               elem_id="val-samples")
+                probabilities = gr.State([])
+        timer = gr.Timer(1.0)
+
+        # -- wiring ----------------------------------------------------------------------------
+        train_view = [status, dataset_info, curves, table, result, grid, seen, model_in, model_note]
+        settings_in = [dataset_in, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in,
+                       step_in, gamma_in]
+        # "multiple": a second click reaches the server while the first one streams and gets its
+        # refusal; no concurrency limit, or it would queue behind the first click's stream.
+        train_btn.click(train, settings_in, [notice, *train_view], api_name="train", concurrency_limit=None,
+                        trigger_mode="multiple", show_progress="hidden")
+        cancel_btn.click(cancel, None, notice, api_name="cancel", concurrency_limit=None)
+        app.load(follow, seen, train_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
+        timer.tick(tick, seen, train_view, api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        arch_in.input(backbone_for, arch_in, backbone_in, api_visibility="private")
+        app.load(refresh_lists, None, [dataset_in, model_in, model_note], api_visibility="private")
+
+        predict_out = [gallery, confidences, problems, results, probabilities]
+        files_in.change(predict, [model_in, files_in], predict_out, api_name="predict", concurrency_id="inference")
+        model_in.input(predict, [model_in, files_in], predict_out, api_visibility="private",
+                       concurrency_id="inference")
+        gallery.select(select, probabilities, confidences, api_visibility="private")
+        val_btn.click(random_val, model_in, val_samples, api_name="random_val", concurrency_id="inference")
+        refresh_btn.click(model_picker, None, [model_in, model_note], api_name="models")
+    return app

@@ -1,0 +1,43 @@
+"""Launching the real app in-process for the client and browser tests."""
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+
+from bees_ants.catalog import Settings  # noqa: E402
+from conftest import COLOURS, make_dataset, write_image  # noqa: E402
+
+
+def app_settings(root: Path) -> Settings:
+    """A server offering the tiny two-class set and a one-class set that cannot train; the data
+    root is empty, so the tutorial's set shows as "downloaded on first use"."""
+    tiny = make_dataset(root / "tiny")
+    for split in ("train", "val"):
+        write_image(root / "one_class" / split / "ants" / "a.png", COLOURS["ants"])
+    (root / "data").mkdir()
+    return Settings(data_root=root / "data", dataset_dirs=(tiny, root / "one_class"),
+                    weights_dir=root / "weights")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(settings: Settings):
+    """The app served on a free local port; yields its URL."""
+    from bees_ants.ui import CSS, build_app
+
+    app = build_app(settings)
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                           quiet=True, ssr_mode=False, css=CSS, show_error=True)
+    try:
+        yield url
+    finally:
+        app.close()
