@@ -1,0 +1,118 @@
+"""The app in a real browser: headless Debian Chromium driven by Playwright.
+
+Skips when Playwright or the browser is missing. Screenshots of each stage go to /tmp/screens/
+(or $BEES_ANTS_SCREENSHOTS) so a person can look at them.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path)", allow_module_level=True)
+
+from app_fixtures import app_settings, running_app  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
+expect = sync_api.expect
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENS = Path(os.environ.get("BEES_ANTS_SCREENSHOTS", "/tmp/screens"))
+LONG = 60_000  # ms; generous for a loaded 2-core machine, never a measured quantity
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = app_settings(tmp_path_factory.mktemp("browser"))
+    with running_app(settings) as url:
+        yield url, settings
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def choose(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_up_training(page, mode, epochs, lr):
+    choose(page, "arch", "resnet18")
+    choose(page, "backbone", "none (random init)")  # ImageNet would need the internet
+    page.get_by_label(mode).check()
+    for elem_id, value in (("epochs", epochs), ("lr", lr), ("batch-size", 4)):
+        page.locator(f"#{elem_id} input").fill(str(value))
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#train-btn", timeout=LONG)
+    return page
+
+
+def test_train_watch_reload_cancel_then_predict(browser, server, tmp_path):
+    url, settings = server
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, url)
+    expect(page.locator("#status")).to_contain_text("No training yet")
+    expect(page.locator("#dataset input")).to_have_value("tiny · ants, bees")
+
+    # A long fine-tuning run: watch epoch rows arrive, click Train again, follow from a second page.
+    set_up_training(page, "fine-tune the whole network", 200, 0.01)
+    page.locator("#train-btn").click()
+    expect(page.locator("#status")).to_contain_text(re.compile(r"Training: epoch \d+ of 200 done"), timeout=LONG)
+    expect(page.locator("#history tbody tr").first).to_contain_text("%")
+    page.screenshot(path=str(SCREENS / "train_running.png"), full_page=True)
+
+    page.locator("#train-btn").click()
+    expect(page.locator(".toast-body").first).to_contain_text("already running")
+    expect(page.locator("#notice")).to_contain_text("Not started")
+
+    second = open_page(browser, url)  # a reload or another browser: same job, same history
+    expect(second.locator("#status")).to_contain_text(re.compile(r"epoch \d+ of 200"), timeout=LONG)
+    expect(second.locator("#history tbody tr").first).to_contain_text("%")
+    second.close()
+
+    page.locator("#cancel-btn").click()
+    expect(page.locator("#status")).to_contain_text("Cancelled after", timeout=LONG)
+    expect(page.locator("#result")).to_contain_text("Checkpoint:")
+
+    # A short run to the end: best accuracy, checkpoint and the val predictions grid.
+    set_up_training(page, "fixed feature extractor", 3, 0.02)
+    page.locator("#train-btn").click()
+    expect(page.locator("#status")).to_contain_text("Finished 3 epochs", timeout=LONG)
+    expect(page.locator("#history [role=grid]")).to_have_attribute("aria-rowcount", "4")  # header + 3 epochs
+    expect(page.locator("#result")).to_contain_text("Best val accuracy")
+    expect(page.locator("#val-grid img")).to_be_visible(timeout=LONG)
+    page.wait_for_function("document.querySelector('#val-grid img').naturalWidth > 0")
+    page.screenshot(path=str(SCREENS / "train_done.png"), full_page=True)
+
+    # Predict: the new model is picked, an image gets its label, a non-image gets its reason.
+    page.get_by_role("tab", name="Predict").click()
+    expect(page.locator("#model input")).to_have_value(re.compile(r"^resnet18 · fixed · val \d+\.\d%"))
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not an image")
+    images = sorted((settings.dataset_dirs[0] / "val").rglob("*.png"))[::3]
+    page.locator("#files input[type=file]").set_input_files([*map(str, images), str(junk)])
+    expect(page.locator("#gallery")).to_contain_text(re.compile(r"(ants|bees) · \d+%"), timeout=LONG)
+    expect(page.locator("#gallery img")).to_have_count(len(images))
+    expect(page.locator("#problems")).to_contain_text("notes.txt")
+    expect(page.locator("#problems")).to_contain_text("not an image file")
+    expect(page.locator("#confidences")).to_contain_text(re.compile(r"(ants|bees).*\d+%", re.S))
+    page.locator("#gallery img").nth(1).click()  # select another image: its confidences show
+    expect(page.locator("#confidences")).to_contain_text(re.compile(r"(ants|bees).*\d+%", re.S))
+    page.keyboard.press("Escape")
+    page.locator("#val-btn").click()
+    expect(page.locator("#val-samples img")).to_be_visible(timeout=LONG)
+    page.wait_for_function("document.querySelector('#val-samples img').naturalWidth > 0")
+    page.screenshot(path=str(SCREENS / "predict.png"), full_page=True)
