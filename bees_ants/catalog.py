@@ -70,13 +70,13 @@ def dataset_choices(settings: Settings) -> list[DatasetChoice]:
         found += sorted(p for p in settings.data_root.iterdir() if p.is_dir() and is_prepared(p))
     found += [p for p in settings.dataset_dirs if is_prepared(p)]
     unique = list({str(p.resolve()): p for p in reversed(found)}.values())[::-1]  # first wins
-    names = [p.name for p in unique]
     choices = []
+    if not is_prepared(tutorial):
+        unique.remove(tutorial)
+        choices.append(DatasetChoice("ants/bees (the tutorial's data, downloaded on first use)",
+                                     str(tutorial), str(settings.data_root)))
+    names = [p.name for p in unique]
     for p in unique:
-        if p == tutorial and not is_prepared(p):
-            choices.append(DatasetChoice("ants/bees (the tutorial's data, downloaded on first use)",
-                                         str(p), str(settings.data_root)))
-            continue
         label = f"{p.name} · {_class_list(p)}"
         if names.count(p.name) > 1:  # same folder name in two places: say where
             label += f" ({p.parent})"

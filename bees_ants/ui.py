@@ -77,10 +77,11 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             job = jobs.start(config, prepare=choice.prepare if choice.download_to else None)
         except JobBusy as e:
             gr.Warning(f"Not started: {e}.")
-            yield (f"⚠️ **Not started:** {e}. The running job was not changed.", *skip)
+            yield (f"⚠ **Not started:** {e}. The running job was not changed.", *skip)
             return
         except ValueError as e:  # CatalogError and TrainConfig's checks
-            yield (f"⚠️ **Not started:** {e}", *skip)
+            gr.Warning(f"Not started: {e}")
+            yield (f"⚠ **Not started:** {e}", *skip)
             return
         yield ("", *render(job))
         for job in jobs.follow(job.version):
@@ -100,7 +101,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
 
     def cancel():
         if jobs.cancel():
-            return "⏹ Cancel requested: training stops after the current batch; the best checkpoint so far is kept."
+            return "■ Cancel requested: training stops after the current batch; the best checkpoint so far is kept."
         return "Nothing to cancel: no training job is running."
 
     def backbone_for(arch):

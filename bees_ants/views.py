@@ -61,7 +61,7 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     setup = (f"{cfg.arch} · {MODE_LABELS.get(cfg.mode, cfg.mode)} · {cfg.epochs} epochs · batch {cfg.batch_size} · "
              f"lr {cfg.lr:g} · device: {job.device}")
     if job.status == "failed":
-        setup = f"**{job.error}**\n\n{setup}"
+        setup = f"**{job.error}**\n\nChange the dataset or the starting weights and click **Train** again.\n\n{setup}"
     return f"### {head}\n{setup}"
 
 
