@@ -53,9 +53,8 @@ class DatasetChoice:
     path: str
     download_to: str | None = None  # the tutorial's set: fetched into this data root on first use
 
-    def prepare(self) -> None:
-        if self.download_to is not None:
-            ensure_hymenoptera(self.download_to)
+    def download(self) -> None:
+        ensure_hymenoptera(self.download_to)
 
 
 def is_prepared(folder: Path) -> bool:
@@ -69,7 +68,10 @@ def dataset_choices(settings: Settings) -> list[DatasetChoice]:
     if settings.data_root.is_dir():
         found += sorted(p for p in settings.data_root.iterdir() if p.is_dir() and is_prepared(p))
     found += [p for p in settings.dataset_dirs if is_prepared(p)]
-    unique = list({str(p.resolve()): p for p in reversed(found)}.values())[::-1]  # first wins
+    by_path: dict[Path, Path] = {}
+    for p in found:
+        by_path.setdefault(p.resolve(), p)  # the same folder reached twice: keep its first place
+    unique = list(by_path.values())
     choices = []
     if not is_prepared(tutorial):
         unique.remove(tutorial)
@@ -165,7 +167,8 @@ def checkpoint_label(ckpt: Checkpoint) -> str:
     if "created" in meta:
         parts.append(meta["created"][:16].replace("T", " "))
     status = meta.get("status", "completed")
-    suffix = {"completed": "", "running": " (training…)"}.get(status, f" ({status})")
+    # "running": still training, or a run that crashed and left its best-so-far weights
+    suffix = {"completed": "", "running": " (unfinished run)"}.get(status, f" ({status})")
     return " · ".join(parts) + suffix
 
 

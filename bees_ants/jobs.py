@@ -80,8 +80,9 @@ class JobManager:
                 raise JobBusy(f"a training job is already running ({_progress(current)}); "
                               "wait for it to finish or cancel it first")
             self._cancel = threading.Event()
-            job = Job(id=(current.id + 1 if current else 1), config=config, status="preparing" if prepare else "scanning",
-                      device=describe_device(pick_device(config.device)), started=time.time())
+            job = Job(id=(current.id + 1 if current else 1), config=config,
+                      device=describe_device(pick_device(config.device)), started=time.time(),
+                      status="preparing" if prepare else "scanning")
             self._job = job
             self._bump()
             snapshot = copy.deepcopy(job)

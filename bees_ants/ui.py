@@ -74,7 +74,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                                  momentum=float(momentum), batch_size=int(batch_size), step_size=int(step_size),
                                  gamma=float(gamma), backbone_weights=catalog.find_backbone(settings, backbone).weights,
                                  out_dir=str(settings.weights_dir))
-            job = jobs.start(config, prepare=choice.prepare if choice.download_to else None)
+            job = jobs.start(config, prepare=choice.download if choice.download_to else None)
         except JobBusy as e:
             gr.Warning(f"Not started: {e}.")
             yield (f"⚠ **Not started:** {e}. The running job was not changed.", *skip)
@@ -110,17 +110,21 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
     # -- predict handlers ----------------------------------------------------------------------
 
     def predictor_for(model):
+        """The model's Predictor, or raises ValueError with what to do instead."""
         try:
             return catalog.load_predictor(catalog.check_checkpoint(settings, model))
         except CatalogError as e:
-            raise gr.Error(str(e) if catalog.checkpoint_choices(settings) else NO_MODEL.replace("**", ""))
-        except CheckpointError as e:
-            raise gr.Error(str(e))
+            raise ValueError(str(e) if catalog.checkpoint_choices(settings) else NO_MODEL) from None
 
     def predict(model, files):
+        nothing = ([], None, "", views.predictions_table([]), [])
         if not files:
-            return [], None, "", views.predictions_table([]), []
-        predictions = predictor_for(model).predict(files)
+            return nothing
+        try:
+            predictor = predictor_for(model)
+        except ValueError as e:  # said next to the upload, rather than as an error badge on every output
+            return (*nothing[:2], f"⚠ {e}", *nothing[3:])
+        predictions = predictor.predict(files)
         readable = [p for p in predictions if p.error is None]
         return (views.gallery_items(predictions), readable[0].probabilities if readable else None,
                 views.problems_markdown(predictions), views.predictions_table(predictions),
@@ -130,7 +134,10 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         return probabilities[evt.index]
 
     def random_val(model):
-        predictor = predictor_for(model)
+        try:
+            predictor = predictor_for(model)
+        except ValueError as e:
+            raise gr.Error(str(e).replace("**", ""))
         root = predictor.checkpoint.meta.get("dataset", {}).get("root")
         if not root or not Path(root, "val").is_dir():
             raise gr.Error(f"This model's dataset ({root or 'unknown'}) is no longer on this server, "

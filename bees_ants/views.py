@@ -5,6 +5,7 @@ Built from jobs and predictions only, so the Gradio layer stays wiring and these
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -112,8 +113,10 @@ def training_figure(job: Job | None) -> Figure:
         best = history[-1]
         acc_ax.plot([best.best_epoch], [best.best_val_acc], "*", color=VAL_COLOR, ms=15, mec="black", mew=0.6,
                     label=f"best val {best.best_val_acc:.1%} (epoch {best.best_epoch})")
-        top = max(max(r.train_loss, r.val_loss) for r in history)
-        loss_ax.set_ylim(0, top * 1.1)
+        # A diverged run logs inf/nan losses; scale the axis to the finite ones.
+        finite = [v for r in history for v in (r.train_loss, r.val_loss) if math.isfinite(v)]
+        if finite:
+            loss_ax.set_ylim(0, max(finite) * 1.1 or 1)
         fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside upper center", ncols=3, frameon=False)
     else:
         for ax in (loss_ax, acc_ax):

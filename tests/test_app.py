@@ -97,8 +97,10 @@ def test_predict_labels_each_file_and_explains_unreadable_ones(server, first_run
 def test_predict_refuses_models_outside_the_weights_folder(server, first_run, tmp_path):
     client, settings = server
     image = next((settings.dataset_dirs[0] / "val").rglob("*.png"))
+    gallery, _, problems, table = client.predict("/etc/passwd", [handle_file(str(image))], api_name="/predict")
+    assert gallery == [] and rows(table) == [] and "choose a model from the list" in problems
     with pytest.raises(AppError, match="choose a model from the list"):
-        client.predict("/etc/passwd", [handle_file(str(image))], api_name="/predict")
+        client.predict("/etc/passwd", api_name="/random_val")
 
 
 def test_random_val_predictions(server, first_run):
