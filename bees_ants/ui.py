@@ -169,7 +169,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                                                   elem_id="backbone")
                         mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
                                            value=DEFAULTS.mode, label="Mode", elem_id="mode")
-                        with gr.Accordion("Hyperparameters (the tutorial's defaults)", open=True):
+                        with gr.Accordion("Hyperparameters", open=True):
                             with gr.Row():
                                 epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1,
                                                       maximum=1000, elem_id="epochs")
