@@ -28,6 +28,7 @@ HYMENOPTERA_FILES = {"train": 245, "val": 153}  # files per split in the officia
 # PIL refuses images above ~89 MP with a DecompressionBombWarning; we treat anything past this as
 # a reason to skip rather than let one hostile upload use gigabytes of memory.
 MAX_PIXELS = 64_000_000
+MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centre
 
 
 class DatasetError(ValueError):
@@ -120,6 +121,11 @@ def load_image(path_or_file, min_side: int | None = None) -> Image.Image:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(_describe_decode_error(e)) from None
+    if max(img.size) > MAX_ASPECT * min(img.size):
+        # A 100000x1 strip would resize to gigabytes; classification looks at the centre anyway.
+        w, h = img.size
+        cw, ch = min(w, MAX_ASPECT * h), min(h, MAX_ASPECT * w)
+        img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
     if min_side:
         scale = min_side / min(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

@@ -85,20 +85,29 @@ class Predictor:
             return None, None, f"cannot open file: {e.strerror or e}"
 
     def predict(self, items: list, batch_size: int | None = None, names: list[str] | None = None) -> list[Prediction]:
-        """`items`: paths or file objects. Decoding runs in threads, the model in batches."""
+        """`items`: paths or file objects. Threads decode ahead while the model runs on the
+        batches already decoded, so decoding hides behind the forward passes."""
         names = names or [Path(str(getattr(i, "name", i))).name for i in items]
+        batch_size = batch_size or inference_batch_size(self.device)
+        results, pending = [], []
         with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-            decoded = list(pool.map(self.prepare, items))
-        results = [Prediction(n, error=err, image=img) for n, (img, _, err) in zip(names, decoded)]
-        ok = [i for i, (_, crop, _) in enumerate(decoded) if crop is not None]
-        for s in batch_slices(len(ok), batch_size or inference_batch_size(self.device)):
-            idx = ok[s]
-            probs = self.probabilities(torch.stack([decoded[i][1] for i in idx]))
-            for i, p in zip(idx, probs):
-                k = int(p.argmax())
-                results[i].label, results[i].confidence = self.classes[k], float(p[k])
-                results[i].probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+            for name, (img, crop, err) in zip(names, pool.map(self.prepare, items)):
+                results.append(Prediction(name, error=err, image=img))
+                if crop is not None:
+                    pending.append((results[-1], crop))
+                if len(pending) == batch_size:
+                    self._label(pending)
+                    pending = []
+        if pending:
+            self._label(pending)
         return results
+
+    def _label(self, batch: list[tuple[Prediction, torch.Tensor]]) -> None:
+        probs = self.probabilities(torch.stack([crop for _, crop in batch]))
+        for (result, _), p in zip(batch, probs):
+            k = int(p.argmax())
+            result.label, result.confidence = self.classes[k], float(p[k])
+            result.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
 
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
         dataset = load_dataset(data_dir, self.preprocessing)

@@ -58,7 +58,7 @@ class TrainConfig:
     step_size: int = 7
     gamma: float = 0.1
     backbone_weights: str | None = "imagenet"  # "imagenet", a state-dict path, or None (random)
-    feature_views: int = 2  # fixed mode: augmented views of the train set whose features are cached
+    feature_views: int = 1  # fixed mode: augmented views of the train set whose features are cached
     frozen_epochs: int = 5  # progressive mode: epochs of head-only training before unfreezing
     seed: int = 0
     device: str | None = None  # None: cuda, then mps, then cpu

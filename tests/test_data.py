@@ -103,3 +103,9 @@ def test_real_hymenoptera_scan():
     assert ds.counts() == {"train": {"ants": 123, "bees": 121}, "val": {"ants": 70, "bees": 83}}
     assert [s.path.rsplit("/", 1)[-1] for s in ds.skipped] == ["imageNotFound.gif"]
 
+
+
+def test_extreme_aspect_ratio_keeps_the_centre_and_stays_small():
+    strip = Image.new("RGB", (20000, 2), (10, 20, 30))
+    out = load_image(_encode(strip, "PNG"), min_side=64)
+    assert out.size == (256, 64)
