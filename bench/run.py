@@ -164,6 +164,17 @@ def measure_bounds(arch: str, device, reps: int) -> dict:
     return out
 
 
+def mean_bounds(measured: list[dict]) -> dict:
+    """The bounds measured before and after a run, averaged (each rate, and each best)."""
+    out = {}
+    for kind in ("forward", "train_step"):
+        rates = {fmt: round(statistics.mean(m[kind]["img_s"][fmt] for m in measured), 2)
+                 for fmt in measured[0][kind]["img_s"]}
+        out[kind] = {"batch": measured[0][kind]["batch"], "img_s": rates, "best": max(rates.values()),
+                     "before_after": [m[kind]["best"] for m in measured]}
+    return out
+
+
 def epoch_bound_s(bounds: dict, mode: str, n_train: int, n_val: int) -> float:
     """One epoch of the tutorial's recipe at the bare rates: fine-tune trains on every train image;
     fixed runs the backbone forward on every image every epoch (the head step is negligible)."""
@@ -297,12 +308,24 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['mode']} {r['arch']} ({r['kind']}) | {r['bound_epoch_s']:.1f} "
                      f"| {fmt(r['reference_epoch_s'], none='n/a')} | {fmt(r['reference_vs_bound'], '.2f', 'n/a')} "
                      f"| {fmt(r['project_epoch_s'], none='n/a')} | {fmt(r['project_vs_bound'], '.2f', 'n/a')} |")
-    lines += ["", "### Bare compute bounds (prepared tensors, median after warm-up, measured in this run)", "",
-              "| arch | forward img/s (batch) | train step img/s (batch) |", "|---|---|---|"]
-    for arch, b in res["bounds"].items():
-        cells = [f"{v['best']:.1f} ({v['batch']}; " + ", ".join(f"{k} {x:.1f}" for k, x in v["img_s"].items()) + ")"
-                 for v in (b["forward"], b["train_step"])]
-        lines.append(f"| {arch} | {cells[0]} | {cells[1]} |")
+    lines += ["", "### Bare compute bounds (prepared tensors, median after warm-up; measured just before and "
+              "just after each project run, averaged)", "",
+              "| around run | forward img/s (batch) | train step img/s (batch) | best before → after |",
+              "|---|---|---|---|"]
+    for arch, per_mode in res["bounds"].items():
+        for mode, b in per_mode.items():
+            cells = [f"{v['best']:.1f} ({v['batch']}; " + ", ".join(f"{k} {x:.1f}" for k, x in v["img_s"].items()) + ")"
+                     for v in (b["forward"], b["train_step"])]
+            drift = ", ".join(f"{k}: {v['before_after'][0]:.1f} → {v['before_after'][1]:.1f}"
+                              for k, v in (("fwd", b["forward"]), ("step", b["train_step"])))
+            lines.append(f"| {mode} {arch} | {cells[0]} | {cells[1]} | {drift} |")
+    if prog := res.get("progressive"):
+        lines += ["", "### The three modes at equal epochs (ours; mobilenet_v2, stand-in weights)", "",
+                  "| mode | epochs | wall s | best val acc | time to 0.95 val acc s |", "|---|---|---|---|---|"]
+        runs = [(r["mode"], r["project"]) for r in res["runs"] if r["kind"] == "accuracy"]
+        for mode, run in runs + [("progressive (fixed 5 epochs, then fine-tune)", prog)]:
+            lines.append(f"| {mode} | {len(run['epochs'])} | {run['wall_s']:.1f} | {run['best_val_acc']:.4f} "
+                         f"| {fmt(time_to_acc(run, 0.95))} |")
     if p := res.get("prediction"):
         lines += ["", f"### Prediction ({p['checkpoint_arch']}, decode → preprocess → forward → labels, "
                   f"{p['errors']} file errors)", "", "| what | end to end | bare forward | ratio |", "|---|---|---|---|",
@@ -324,6 +347,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", type=Path, default=SHARED / "weights" / "mobilenet_v2-imagenet-dequant.pth")
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--modes", nargs="+", choices=("fixed", "finetune"), default=["fixed", "finetune"])
+    ap.add_argument("--progressive", action="store_true",
+                    help="also run the progressive mode (ours only) to compare the three modes at equal epochs")
     ap.add_argument("--timing-arch", default="resnet18")
     ap.add_argument("--timing-epochs", type=int, default=0, help="random-weight timing runs (0: skip)")
     ap.add_argument("--skip-reference", action="store_true", help="reuse reference results from the last JSON")
@@ -356,7 +381,12 @@ def main(argv=None) -> int:
                 print(f"reference {arch} {mode}: reusing the result from {ref['reused_from']}", flush=True)
             else:
                 ref = run_reference(args, arch, mode, epochs, weights)
+            # Bounds right before and after the project's run: this machine's speed drifts by tens of
+            # percent over minutes (shared host), so a bound taken at another time is no bound.
+            around = [measure_bounds(arch, args.device, args.reps)]
             ours = run_project(args, arch, mode, epochs, weights, ckpt_dir)
+            around.append(measure_bounds(arch, args.device, args.reps))
+            res["bounds"].setdefault(arch, {})[mode] = mean_bounds(around)
             res["runs"].append({**key, "weights": weights.name if weights else "random weights",
                                 "recipe": recipe_notes(mode, arch, args.device), "reference": ref, "project": ours,
                                 "speedup": round(ref["wall_s"] / ours["wall_s"], 2)})
@@ -365,12 +395,8 @@ def main(argv=None) -> int:
                 res["runs"][-1]["time_to_acc"] = {"threshold": round(threshold, 4),
                                                   "reference": time_to_acc(ref, threshold),
                                                   "project": time_to_acc(ours, threshold)}
-        # Bounds after the trainings, so nothing else competes for the cores while they are timed.
-        for arch in dict.fromkeys(r["arch"] for r in res["runs"]):
-            print(f"measuring bare compute bounds for {arch} …", flush=True)
-            res["bounds"][arch] = measure_bounds(arch, args.device, args.reps)
         for r in res["runs"]:
-            bound = epoch_bound_s(res["bounds"][r["arch"]], r["mode"], res["dataset"]["train"], res["dataset"]["val"])
+            bound = epoch_bound_s(res["bounds"][r["arch"]][r["mode"]], r["mode"], res["dataset"]["train"], res["dataset"]["val"])
             r["bound_epoch_s"] = round(bound, 2)
             for who in ("reference", "project"):
                 secs = median_epoch_s(r[who])
@@ -383,6 +409,9 @@ def main(argv=None) -> int:
             files = [val[i * len(val) // 32] for i in range(32)]  # spread over both classes
             print("measuring prediction latency and throughput …", flush=True)
             res["prediction"] = measure_prediction(ckpt, files, args.device, args.reps)
+    if args.progressive:  # the third mode has no tutorial counterpart: ours only, same epochs
+        with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt_dir:
+            res["progressive"] = run_project(args, ACC_ARCH, "progressive", args.epochs, args.weights, ckpt_dir)
     res["targets"] = targets(res)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(res, indent=1) + "\n")
