@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ def make_dataset(root: Path, classes=("ants", "bees"), n_train=8, n_val=4, ext="
                 seed += 1
                 write_image(root / split / cls / f"{cls}_{i}{ext}", COLOURS[cls], seed=seed)
     return root
+
+
+def write_zip(path: Path, members: dict) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from bees_ants.cli import resolve_data_dir
 from bees_ants.data import DatasetError
 from bees_ants.importer import extract_members, import_zip, needs_preparing, plan_members, prepare_folder
-from conftest import COLOURS, make_dataset, write_image
+from conftest import COLOURS, make_dataset, write_image, write_zip
 
 
 def image_bytes(tmp_path, cls, i) -> bytes:
@@ -20,13 +20,6 @@ def image_bytes(tmp_path, cls, i) -> bytes:
 
 def class_members(tmp_path, sizes: dict[str, int], prefix="") -> dict[str, bytes]:
     return {f"{prefix}{cls}/{cls}_{i}.png": image_bytes(tmp_path, cls, i) for cls, n in sizes.items() for i in range(n)}
-
-
-def write_zip(path: Path, members: dict) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
 
 
 def files_under(folder: Path) -> set[Path]:
