@@ -7,8 +7,14 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
+from bees_ants.catalog import Settings  # noqa: E402
 from bees_ants.ui import CSS, build_app  # noqa: E402
 
 if __name__ == "__main__":
-    build_app().launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                       css=CSS, ssr_mode=False, max_file_size="50mb", show_error=True)
+    settings = Settings.from_env()
+    # Checkpoints are offered for download, and Gradio only serves files from the working directory,
+    # the temp directory and allowed_paths: the weights folder may be elsewhere (a Space's /data).
+    # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
+    build_app(settings).launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                               css=CSS, ssr_mode=False, max_file_size="500mb", show_error=True,
+                               allowed_paths=[str(settings.weights_dir)])

@@ -8,7 +8,8 @@ variables, so a Space, a container or a test points them elsewhere without code 
                                <root>/hymenoptera_data; every prepared folder in it is offered
   BEES_ANTS_DATASETS           more dataset folders, separated by os.pathsep
   BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
-  BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/)
+  BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
+                               an exported program is written next to its checkpoint (.pt2)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint, list_checkpoints
 from .data import SPLITS, ensure_hymenoptera
+from .export import export_program
 from .models import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 
@@ -185,6 +187,16 @@ def check_checkpoint(settings: Settings, path: str) -> str:
     if not p.is_file():
         raise CatalogError(f"the model file {p.name} is gone; refresh the list")
     return str(p)
+
+
+def exported_program(settings: Settings, path: str) -> str:
+    """The checkpoint's torch.export program (<checkpoint>.pt2, next to it), exported unless an
+    up-to-date one is already there. `path` must be one of the offered checkpoints."""
+    checkpoint = check_checkpoint(settings, path)
+    program = Path(checkpoint).with_suffix(".pt2")
+    if not program.is_file() or program.stat().st_mtime < os.path.getmtime(checkpoint):
+        export_program(checkpoint, program)
+    return str(program)
 
 
 def load_predictor(path: str) -> Predictor:

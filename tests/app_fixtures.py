@@ -9,7 +9,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 from bees_ants.catalog import Settings  # noqa: E402
-from conftest import COLOURS, make_dataset, write_image  # noqa: E402
+from conftest import COLOURS, make_dataset, write_image, write_zip  # noqa: E402
 
 
 def app_settings(root: Path) -> Settings:
@@ -21,6 +21,16 @@ def app_settings(root: Path) -> Settings:
     (root / "data").mkdir()
     return Settings(data_root=root / "data", dataset_dirs=(tiny, root / "one_class"),
                     weights_dir=root / "weights")
+
+
+def dataset_zip(path: Path, sizes: dict[str, int], extra: dict[str, bytes] | None = None) -> Path:
+    """What a user uploads: a zip of class folders of coloured images (`sizes` per class), plus `extra`."""
+    members = {}
+    for k, (cls, n) in enumerate(sizes.items()):
+        for i in range(n):
+            image = write_image(path.parent / f"{path.stem}-images" / cls / f"{i}.png", COLOURS[cls], seed=100 * k + i)
+            members[f"{cls}/{cls}_{i}.png"] = image.read_bytes()
+    return write_zip(path, {**members, **(extra or {})})
 
 
 def free_port() -> int:

@@ -1,26 +1,32 @@
 """The app through the real client (gradio_client) against an in-process launched server, plus
 the catalog and views it is wired to."""
+import re
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_settings, running_app
+from app_fixtures import app_settings, dataset_zip, running_app
 from bees_ants import catalog, views
 from bees_ants.catalog import CatalogError, Settings
+from bees_ants.checkpoint import load_checkpoint, save_checkpoint
 from bees_ants.jobs import Job
+from bees_ants.predict import Evaluation
 from bees_ants.train import EpochRecord, TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
 
 # Outputs of /train, in order (the page's `seen` state is not part of the API).
-NOTICE, STATUS, DATASET, CURVES, TABLE, RESULT, GRID, MODEL, MODEL_NOTE = range(9)
+NOTICE, STATUS, DATASET, CURVES, TABLE, RESULT, GRID, MODEL, MODEL_NOTE, EVAL_MODEL = range(10)
 
 
 def train_args(dataset_dir, **kw):
     args = dict(dataset=str(dataset_dir), arch="resnet18", mode="fixed", backbone="none", epochs=3, lr=0.02,
-                momentum=0.9, batch_size=4, step_size=7, gamma=0.1)
+                momentum=0.9, batch_size=4, step_size=7, gamma=0.1, frozen_epochs=5)
     return {**args, **kw}
 
 
@@ -65,10 +71,10 @@ def test_finished_run_checkpoint_is_listed_newest_first(server, first_run):
     client, _ = server
     choices = first_run[-1][MODEL]["choices"]
     label, path = choices[0]
-    assert first_run[-1][MODEL]["value"] == path and path in first_run[-1][RESULT]
+    assert first_run[-1][MODEL]["value"] == first_run[-1][EVAL_MODEL]["value"] == path and path in first_run[-1][RESULT]
     assert label.startswith("resnet18 · fixed · val ") and "%" in label
-    picker, note = client.predict(api_name="/models")
-    assert picker["choices"][0] == [label, path] and note == ""
+    picker, note, eval_picker = client.predict(api_name="/models")
+    assert picker["choices"][0] == eval_picker["choices"][0] == [label, path] and note == ""
 
 
 def test_a_new_page_catches_up_with_the_finished_run(server, first_run):
@@ -133,7 +139,7 @@ def test_error_in_the_training_thread_is_shown_and_the_app_keeps_serving(server,
     final = client.submit(**train_args(settings.dataset_dirs[1]), api_name="/train").result()
     assert "Training failed" in final[STATUS] and "at least 2" in final[STATUS]
     assert final[RESULT] == ""
-    picker, _ = client.predict(api_name="/models")  # still serving
+    picker, *_ = client.predict(api_name="/models")  # still serving
     assert picker["choices"]
 
 
@@ -144,6 +150,134 @@ def test_requests_for_things_the_server_does_not_offer_are_refused(server, first
         assert "Not started" in refused[NOTICE]
     with pytest.raises(AppError, match="not in the list of choices"):  # fixed lists: Gradio checks them
         client.predict(**train_args(settings.dataset_dirs[0], arch="vgg99"), api_name="/train")
+
+
+# -- your own dataset, evaluation, download and export -------------------------------------------
+
+@pytest.fixture(scope="module")
+def imported(server, tmp_path_factory):
+    """The outputs of uploading a zip of three class folders (and a stray text file)."""
+    client, _ = server
+    archive = dataset_zip(tmp_path_factory.mktemp("upload") / "garden bugs.zip", {"ants": 5, "bees": 5, "wasps": 5},
+                          {"bees/notes.txt": b"not an image"})
+    return client.predict(handle_file(str(archive)), api_name="/import_dataset")
+
+
+@pytest.fixture(scope="module")
+def bugs_model(server, imported):
+    """A checkpoint trained on the uploaded dataset."""
+    client, _ = server
+    _, _, picker = imported
+    final = client.submit(**train_args(picker["value"], epochs=2), api_name="/train").result()
+    assert "Finished 2 epochs" in final[STATUS]
+    return final[MODEL]["value"]
+
+
+def test_uploaded_zip_becomes_a_selected_dataset(server, imported):
+    _, settings = server
+    info, thumbs, picker = imported
+    path = str(settings.data_root / "garden_bugs")
+    assert picker["value"] == path and [path, path] in [[value, path] for _, value in picker["choices"]]
+    assert "Imported `garden_bugs`" in info and "3 classes, 15 images" in info
+    assert "| wasps | 4 | 1 |" in info and "80% train / 20% val" in info
+    assert "`bees/notes.txt`: unsupported file type '.txt'" in info
+    assert thumbs["visible"] and [t["caption"] for t in thumbs["value"]] == ["ants"] * 3 + ["bees"] * 3 + ["wasps"] * 3
+
+
+def test_uploaded_dataset_classes_reach_the_checkpoint(server, bugs_model):
+    client, _ = server
+    card, curves, *_ = client.predict(bugs_model, api_name="/model_info")
+    assert "Classes:** ants, bees, wasps" in card and "`garden_bugs` (train 12 · val 3 images)" in card
+    assert curves["visible"] and curves["value"]["type"] == "matplotlib"
+    assert load_checkpoint(bugs_model).meta["class_names"] == ["ants", "bees", "wasps"]
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"../evil.png": b"x", "/tmp/abs.png": b"x", "ants/a.png": b"x"}, "need at least 2 class folders with images"),
+    (None, "not a readable zip archive"),
+])
+def test_unusable_zips_are_refused_with_a_message_and_leave_nothing(server, tmp_path, members, message):
+    client, settings = server
+    archive = tmp_path / "bad.zip"
+    if members is None:
+        archive.write_text("not a zip")
+    else:
+        dataset_zip(archive, {}, members)
+    before = sorted(settings.data_root.iterdir())
+    info, thumbs, picker = client.predict(handle_file(str(archive)), api_name="/import_dataset")
+    assert "Not imported" in info and message in info and "Nothing was kept" in info
+    assert not thumbs["visible"] and "value" not in picker  # the dataset choice is left as it was
+    assert sorted(settings.data_root.iterdir()) == before
+    assert not list(settings.data_root.parent.rglob("evil.png"))
+
+
+def evaluate(client, model):
+    """/evaluate's summary, then its confusion plot, per-class rows and mistakes, None where hidden."""
+    summary, *panes = client.predict(model, api_name="/evaluate")
+    confusion, table, mistakes = (pane["value"] if pane["visible"] else None for pane in panes)
+    return summary, confusion, table and rows(table), mistakes
+
+
+def test_evaluate_gives_confusion_per_class_numbers_and_mistakes(server, bugs_model):
+    client, _ = server
+    summary, confusion, table, mistakes = evaluate(client, bugs_model)
+    assert confusion["type"] == "matplotlib"
+    assert [r[0] for r in table] == ["ants", "bees", "wasps", "all"]
+    assert [r[1] for r in table] == [1, 1, 1, 3]  # val images per class
+    correct = table[-1][2]
+    assert f"({correct} of 3 images)" in summary and len(mistakes or []) == 3 - correct
+
+
+def variant_checkpoint(settings, model: str, name: str, dataset_root: Path) -> str:
+    """A copy of `model` in the weights folder that says it was trained on `dataset_root`."""
+    ckpt = load_checkpoint(model)
+    meta = {**ckpt.meta, "dataset": {**ckpt.meta["dataset"], "root": str(dataset_root)}}
+    return str(save_checkpoint(settings.weights_dir / name, ckpt.state_dict, meta))
+
+
+def test_mistakes_come_worst_first_with_true_and_predicted_labels(server, first_run, tmp_path):
+    client, settings = server
+    swapped = shutil.copytree(settings.dataset_dirs[0], tmp_path / "swapped")  # val labels swapped: mostly wrong
+    (swapped / "val" / "ants").rename(swapped / "val" / "tmp")
+    (swapped / "val" / "bees").rename(swapped / "val" / "ants")
+    (swapped / "val" / "tmp").rename(swapped / "val" / "bees")
+    model = variant_checkpoint(settings, first_run[-1][MODEL]["value"], "swapped.pt", swapped)
+    summary, _, table, mistakes = evaluate(client, model)
+    assert len(mistakes) == 8 - table[-1][2] > 0 and "mistake(s)" in summary
+    captions = [re.fullmatch(r"true: (ants|bees) · predicted: (ants|bees) \((\d+)%\)", m["caption"]) for m in mistakes]
+    assert all(c and c[1] != c[2] for c in captions)
+    confidences = [int(c[3]) for c in captions]  # two classes: the most confident mistake has the highest loss
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_evaluate_explains_a_dataset_that_is_gone(server, first_run, tmp_path):
+    client, settings = server
+    model = variant_checkpoint(settings, first_run[-1][MODEL]["value"], "moved.pt", tmp_path / "gone")
+    summary, *panes = evaluate(client, model)
+    assert "is no longer on this server" in summary and "gone" in summary and panes == [None, None, None]
+
+
+def test_download_and_export_a_model(server, first_run):
+    client, settings = server
+    model = first_run[-1][MODEL]["value"]
+    file, note = client.predict(model, api_name="/download_checkpoint")
+    assert file["visible"] and load_checkpoint(file["value"]).meta["class_names"] == ["ants", "bees"]
+    assert Path(file["value"]).name == Path(model).name and "python -m bees_ants predict" in note
+
+    file, note = client.predict(model, api_name="/export")
+    program = torch.export.load(file["value"])
+    probs = program.module()(torch.zeros(3, 3, 224, 224, dtype=torch.uint8))
+    assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
+    assert "torch.export.load" in note and "(N, 3, 224, 224)" in note and "resized to 256" in note
+    exported = Path(model).with_suffix(".pt2")
+    written = exported.stat().st_mtime_ns
+    client.predict(model, api_name="/export")
+    assert exported.stat().st_mtime_ns == written  # up to date: reused, not exported again
+    picker, *_ = client.predict(api_name="/models")
+    assert all(path.endswith(".pt") for _, path in picker["choices"])  # the .pt2 is not offered as a model
+    for endpoint in ("/download_checkpoint", "/export"):
+        with pytest.raises(AppError, match="choose a model from the list"):
+            client.predict(str(exported), api_name=endpoint)
 
 
 # -- catalog and views, no server ----------------------------------------------------------------
@@ -194,3 +328,34 @@ def test_status_line_for_each_stage(tmp_path):
     job.status, job.error, job.finished = "failed", "boom", 80.0
     assert "Training failed" in views.status_markdown(job) and "boom" in views.status_markdown(job)
     assert "No training yet" in views.status_markdown(None)
+
+
+def test_saved_model_curves_are_drawn_like_the_live_ones(tmp_path):
+    config = TrainConfig(data_dir=str(tmp_path), mode="progressive", epochs=3, frozen_epochs=2)
+    history = [EpochRecord(1, 3, 0.9, 0.5, 0.7, 0.6, 0.001, 3.0, 0.6, 1),
+               EpochRecord(2, 3, 0.6, 0.7, 0.5, 0.8, 0.001, 3.0, 0.8, 2),
+               EpochRecord(3, 3, 0.4, 0.8, 0.4, 0.9, 0.001, 9.0, 0.9, 3)]
+    job = Job(id=1, config=config, device="CPU", started=0.0, status="completed", history=history)
+    meta = {"mode": "progressive", "history": [asdict(r) for r in history],
+            "hyperparameters": {"epochs": 3, "frozen_epochs": 2}}
+
+    def drawn(fig):
+        return [[line.get_xydata().tolist() for line in ax.lines] for ax in fig.axes]
+
+    assert drawn(views.checkpoint_figure(meta)) == drawn(views.training_figure(job))
+    assert [2.5, 2.5] in [list(line.get_xdata()) for line in views.checkpoint_figure(meta).axes[0].lines]
+    assert "fixed for 2 epochs, then fine-tune" in views.status_markdown(job)
+
+
+def test_per_class_table_and_evaluation_summary():
+    ev = Evaluation("val", ["ants", "bees", "wasps"], accuracy=5 / 8, loss=0.9,
+                    confusion=[[3, 1, 0], [1, 2, 0], [1, 0, 0]], paths=[], true=[], predicted=[], confidence=[],
+                    losses=[])
+    ev.true = [0] * 4 + [1] * 3 + [2]  # only the counts matter for the table and the summary
+    table = views.per_class_table(ev).values.tolist()
+    assert table == [["ants", 4, 3, "75.0%", "60.0%"], ["bees", 3, 2, "66.7%", "66.7%"],
+                     ["wasps", 1, 0, "0.0%", "—"], ["all", 8, 5, "62.5%", ""]]
+    summary = views.evaluation_markdown(ev, {"best": {"val_acc": 0.75, "epoch": 3}})
+    assert "val accuracy 62.5% (5 of 8 images)" in summary and "**3 mistake(s)**" in summary
+    assert "Recorded when it was trained: 75.0% (epoch 3)" in summary
+    assert views.confusion_figure(ev).axes[0].get_xlabel() == "predicted"

@@ -15,7 +15,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path)", allow_module_level=True)
 
-from app_fixtures import app_settings, running_app  # noqa: E402
+from app_fixtures import app_settings, dataset_zip, running_app  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
 expect = sync_api.expect
@@ -60,7 +60,7 @@ def open_page(browser, url):
     return page
 
 
-def test_train_watch_reload_cancel_then_predict(browser, server, tmp_path):
+def test_train_watch_reload_cancel_predict_evaluate_export(browser, server, tmp_path):
     url, settings = server
     SCREENS.mkdir(parents=True, exist_ok=True)
     page = open_page(browser, url)
@@ -116,3 +116,45 @@ def test_train_watch_reload_cancel_then_predict(browser, server, tmp_path):
     expect(page.locator("#val-samples img")).to_be_visible(timeout=LONG)
     page.wait_for_function("document.querySelector('#val-samples img').naturalWidth > 0")
     page.screenshot(path=str(SCREENS / "predict.png"), full_page=True)
+
+    # Evaluate: the newest model's card and curves; then the cancelled run (a weaker model) on its val set.
+    page.get_by_role("tab", name="Evaluate & export").click()
+    expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^resnet18 · fixed · val"))
+    expect(page.locator("#model-card")).to_contain_text("fixed feature extractor")
+    expect(page.locator("#model-card")).to_contain_text("Classes: ants, bees")
+    expect(page.locator("#model-curves img")).to_be_visible(timeout=LONG)
+    page.locator("#eval-model input").click()
+    page.get_by_role("option", name=re.compile(r"finetune.*cancelled")).click()
+    expect(page.locator("#model-card")).to_contain_text("cancelled")
+    page.locator("#eval-btn").click()
+    expect(page.locator("#eval-summary")).to_contain_text(re.compile(r"val accuracy \d+\.\d% \(\d+ of 8 images\)"),
+                                                          timeout=LONG)
+    expect(page.locator("#confusion img")).to_be_visible()
+    expect(page.locator("#per-class")).to_contain_text(re.compile(r"ants.*bees.*all", re.S))
+    page.wait_for_function("document.querySelector('#confusion img').naturalWidth > 0")
+    page.screenshot(path=str(SCREENS / "evaluate.png"), full_page=True)
+
+    # Take it away: the checkpoint, then its torch.export program, each with how to load it.
+    page.locator("#download-btn").click()
+    link = page.locator("#model-file a")  # the file's download link
+    expect(link).to_have_attribute("href", re.compile(r"/resnet18-finetune-[\d-]+\.pt$"), timeout=LONG)
+    expect(page.locator("#model-file-note")).to_contain_text("python -m bees_ants predict")
+    page.locator("#export-btn").click()
+    expect(link).to_have_attribute("href", re.compile(r"/resnet18-finetune-[\d-]+\.pt2$"), timeout=LONG)
+    expect(page.locator("#model-file-note")).to_contain_text("torch.export.load")
+    page.screenshot(path=str(SCREENS / "export.png"), full_page=True)
+
+
+def test_upload_a_zip_dataset(browser, server, tmp_path):
+    url, _ = server
+    archive = dataset_zip(tmp_path / "garden bugs.zip", {"ants": 5, "bees": 5, "wasps": 5},
+                          {"bees/notes.txt": b"not an image"})
+    page = open_page(browser, url)
+    page.get_by_text("Add your own dataset (.zip)").click()
+    page.locator("#upload input[type=file]").set_input_files(str(archive))
+    expect(page.locator("#import-info")).to_contain_text("Imported garden_bugs", timeout=LONG)
+    expect(page.locator("#import-info")).to_contain_text("notes.txt")
+    expect(page.locator("#thumbs img")).to_have_count(9)  # 3 per class
+    expect(page.locator("#dataset input")).to_have_value("garden_bugs · ants, bees, wasps")
+    page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.naturalWidth > 0)")
+    page.screenshot(path=str(SCREENS / "train_upload.png"), full_page=True)
