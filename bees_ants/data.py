@@ -223,8 +223,10 @@ def _decode(path: Path, min_side: int):
         return None, str(e)
 
 
-def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None) -> Dataset:
-    """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout."""
+def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,
+                 decode: tuple[str, ...] = SPLITS) -> Dataset:
+    """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout.
+    Both splits are always checked; only those in `decode` are decoded (evaluation needs one)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder '{root}' does not exist")
@@ -243,7 +245,7 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
         raise DatasetError(f"train and val have different classes: only in train {only_train}, "
                            f"only in val {only_val}")
     skipped = [s for split in SPLITS for s in listed[split][2]]
-    jobs = [(split, i, p) for split in SPLITS for i, cls in enumerate(classes) for p in listed[split][1][cls]]
+    jobs = [(split, i, p) for split in decode for i, cls in enumerate(classes) for p in listed[split][1][cls]]
     with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
         decoded = list(pool.map(lambda j: _decode(j[2], preprocessing.resize_size), jobs))
     splits = {s: Split([], torch.empty(0, dtype=torch.long), []) for s in SPLITS}
@@ -255,7 +257,7 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
         splits[split].images.append(tensor)
         splits[split].paths.append(str(path))
         labels[split].append(label)
-    for s in SPLITS:
+    for s in decode:
         splits[s].labels = torch.tensor(labels[s], dtype=torch.long)
         empty = [c for i, c in enumerate(classes) if i not in set(labels[s])]
         if empty:

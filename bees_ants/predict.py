@@ -110,7 +110,7 @@ class Predictor:
             result.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
 
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
-        dataset = load_dataset(data_dir, self.preprocessing)
+        dataset = load_dataset(data_dir, self.preprocessing, decode=(split,))
         if dataset.classes != self.classes:
             raise ValueError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
         part = dataset.splits[split]

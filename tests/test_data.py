@@ -109,3 +109,11 @@ def test_extreme_aspect_ratio_keeps_the_centre_and_stays_small():
     strip = Image.new("RGB", (20000, 2), (10, 20, 30))
     out = load_image(_encode(strip, "PNG"), min_side=64)
     assert out.size == (256, 64)
+
+
+def test_decoding_only_the_split_that_is_needed(tiny_dataset):
+    ds = load_dataset(tiny_dataset, PREP, decode=("val",))
+    assert len(ds.splits["train"]) == 0 and len(ds.splits["val"]) == 8
+    with pytest.raises(DatasetError, match="different classes"):  # both splits are still checked
+        (tiny_dataset / "train" / "bees").rename(tiny_dataset / "train" / "wasps")
+        load_dataset(tiny_dataset, PREP, decode=("val",))
