@@ -244,8 +244,13 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                                                   value=catalog.backbone_for_arch(backbones, arch).value,
                                                   label="Start from weights", allow_custom_value=True,
                                                   elem_id="backbone")
+                        # On a CPU (a free Space) fine-tuning costs minutes per epoch while the fixed
+                        # extractor caches its features and finishes in seconds: default to what works.
+                        on_cpu = pick_device().type == "cpu"
                         mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
-                                           value=DEFAULTS.mode, label="Mode", elem_id="mode")
+                                           value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
+                                           info="On this CPU the fixed extractor takes seconds; fine-tuning "
+                                                "takes minutes per epoch." if on_cpu else None, elem_id="mode")
                         with gr.Accordion("Hyperparameters", open=True):
                             with gr.Row():
                                 epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1,
