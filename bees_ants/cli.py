@@ -57,7 +57,9 @@ def cmd_train(args) -> int:
                 print(f"device {describe_device(run.device)}", flush=True)
             print(format_record(record), flush=True)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; best checkpoint so far: {run.checkpoint_path}", file=sys.stderr)
+        saved = run.checkpoint_path and Path(run.checkpoint_path).is_file()
+        print(f"\ninterrupted; " + (f"best checkpoint so far: {run.checkpoint_path}" if saved
+                                   else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
         return 130
     best = max(run.history, key=lambda r: r.val_acc)
     print(run.dataset.summary())

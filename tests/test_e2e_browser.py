@@ -158,3 +158,10 @@ def test_upload_a_zip_dataset(browser, server, tmp_path):
     expect(page.locator("#dataset input")).to_have_value("garden_bugs · ants, bees, wasps")
     page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.naturalWidth > 0)")
     page.screenshot(path=str(SCREENS / "train_upload.png"), full_page=True)
+    # a file that is not a zip: a reason on the page, and the selected dataset stays as it was
+    fake = tmp_path / "photos.zip"
+    fake.write_bytes(b"this is not a zip archive")
+    page.locator("#upload button[aria-label='Clear']").click()  # drop the previous zip first
+    page.locator("#upload input[type=file]").set_input_files(str(fake))
+    expect(page.locator("#import-info")).to_contain_text("Not imported", timeout=LONG)
+    expect(page.locator("#dataset input")).to_have_value("garden_bugs · ants, bees, wasps")
