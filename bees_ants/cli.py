@@ -11,8 +11,8 @@ from .checkpoint import CheckpointError
 from .data import IMAGE_EXTENSIONS, DatasetError, ensure_hymenoptera
 from .importer import needs_preparing, prepare_dataset
 from .models import ARCHS, DEFAULT_ARCH, ModelError
-from .train import (MODES, PRESETS, TrainConfig, TrainingRun, apply_preset, describe_device, init_distributed,
-                    rank_and_world)
+from .device import describe_device, init_distributed, rank_and_world
+from .train import MODES, PRESETS, TrainConfig, TrainingRun, apply_preset
 
 DEFAULT_DATA_ROOT = "data"  # the tutorial's dataset is fetched to data/hymenoptera_data
 

@@ -18,7 +18,8 @@ from typing import Callable, Iterator
 from .checkpoint import CheckpointError
 from .data import DatasetError, SkippedFile, load_dataset
 from .models import ModelError, preprocessing_for
-from .train import EpochRecord, TrainConfig, TrainingRun, describe_device, pick_device
+from .device import describe_device, pick_device
+from .train import EpochRecord, TrainConfig, TrainingRun
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import Preprocessing, center_crop_batch, image_to_tensor, load_dataset, load_image
-from .train import batch_slices, inference_batch_size, pick_device
+from .device import autocast, batch_slices, inference_batch_size, pick_device
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Predictor:
     def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW crops -> class probabilities (N, C) on the CPU."""
         x = self.preprocessing.normalize(batch_uint8.to(self.device))
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.inference_mode(), autocast(self.device):
             return self.model(x).float().softmax(1).cpu()
 
     def prepare(self, item) -> tuple[object, torch.Tensor | None, str | None]:

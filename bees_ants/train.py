@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .checkpoint import save_checkpoint
 from .data import Dataset, Split, augment_batch, center_crop_batch, load_dataset
+from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
+                     rank_and_world)
 from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for, unfreeze
 
 MODES = ("finetune", "fixed", "progressive")
@@ -98,38 +99,6 @@ class EpochRecord:
     best_epoch: int
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"CUDA ({torch.cuda.get_device_name(device)})"
-    if device.type == "mps":
-        return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def init_distributed() -> None:
-    """Join the process group that `torchrun` describes in the environment (no-op otherwise)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
     """Every `world`-th sample from `rank`. With `pad`, shards are made equal in length by
     repeating samples (as DistributedSampler does): DDP needs the same number of steps per rank."""
@@ -151,21 +120,6 @@ def new_checkpoint_path(cfg: TrainConfig) -> str:
         n += 1
         path = Path(f"{stem}-{n}.pt")
     return str(path)
-
-
-def inference_batch_size(device: torch.device) -> int:
-    # Measured on a 2-core CPU (MobileNetV2 forward): 50 img/s at batch 8-16, 20 img/s at 64 --
-    # big batches fall out of cache. GPUs want large batches.
-    return 16 if device.type == "cpu" else 256
-
-
-def batch_slices(n: int, batch_size: int) -> list[slice]:
-    """Consecutive batches; a trailing batch of 1 is folded into the previous one, because
-    BatchNorm cannot normalise a single sample in train mode."""
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    return [slice(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
 @dataclass
@@ -233,8 +187,7 @@ class TrainingRun:
             raise Cancelled
 
     def _autocast(self):
-        # bf16 autocast is a large win on CUDA but ~20x slower on this kind of CPU: GPU only.
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return autocast(self.device)
 
     def _to_device(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         non_blocking = self.device.type == "cuda"

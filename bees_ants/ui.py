@@ -25,7 +25,8 @@ from .importer import import_zip
 from .jobs import Job, JobBusy, JobManager
 from .models import ARCHS
 from .predict import val_sample_figure
-from .train import TrainConfig, describe_device, pick_device
+from .device import describe_device, pick_device
+from .train import TrainConfig
 
 DEFAULTS = TrainConfig(data_dir="")
 VAL_GRID_IMAGES = 8

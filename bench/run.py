@@ -31,7 +31,8 @@ from torch import nn
 
 from bees_ants.data import center_crop_batch, image_to_tensor, load_image
 from bees_ants.models import build_model, preprocessing_for
-from bees_ants.train import TrainConfig, inference_batch_size, pick_device
+from bees_ants.device import autocast, inference_batch_size, pick_device
+from bees_ants.train import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -113,10 +114,6 @@ def median_epoch_s(run: dict) -> float | None:
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def autocast(device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # as the project
 
 
 def timed(fn, device, warmup: int, reps: int) -> float:

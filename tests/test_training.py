@@ -8,7 +8,8 @@ import torch
 from bees_ants import checkpoint as ckpt_mod
 from bees_ants.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bees_ants.models import ARCHS, ModelError, build_model, get_head
-from bees_ants.train import PRESETS, TrainConfig, TrainingRun, apply_preset, batch_slices
+from bees_ants.device import batch_slices
+from bees_ants.train import PRESETS, TrainConfig, TrainingRun, apply_preset
 from conftest import SHARED
 
 
