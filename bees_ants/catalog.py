@@ -1,8 +1,14 @@
-"""What the server offers: dataset folders, backbone weight files and trained checkpoints.
+"""What the server offers each visitor: dataset folders, backbone weight files and checkpoints.
 
-The app only uses paths from these lists (a request naming anything else is refused), so a page
-or an API client cannot make the server read arbitrary files. Locations come from environment
-variables, so a Space, a container or a test points them elsewhere without code changes:
+This is the one place that decides who may see or use what. Shared: the tutorial's set, prepared
+folders in the data root and BEES_ANTS_DATASETS, backbone weight files, and checkpoints at the top
+of the weights folder (put there by the operator, e.g. with the CLI). Private: what a visitor
+uploaded (<data root>/visitors/<key>/) and trained (<weights dir>/visitors/<key>/) -- listed,
+shown, predicted with, evaluated, downloaded and exported for that visitor only. The app only
+uses paths from these lists: a request naming anything else, including another visitor's file,
+gets the same refusal as a name that does not exist, so a page or an API client can neither read
+arbitrary files nor learn what others have. Locations come from environment variables, so a
+Space, a container or a test points them elsewhere without code changes:
 
   BEES_ANTS_DATA_ROOT          data root (default data/): the tutorial set is downloaded to
                                <root>/hymenoptera_data; every prepared folder in it is offered
@@ -23,6 +29,8 @@ from .data import SPLITS, ensure_hymenoptera
 from .export import export_program
 from .models import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
+from .visitors import PRIVATE_FOLDER, Visitor
+from .zerogpu import on_zero_gpu
 
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
@@ -63,12 +71,17 @@ def is_prepared(folder: Path) -> bool:
     return all((folder / s).is_dir() for s in SPLITS)
 
 
-def dataset_choices(settings: Settings) -> list[DatasetChoice]:
-    """The tutorial's ants/bees set first, then prepared folders in the data root, then extras."""
+def prepared_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != PRIVATE_FOLDER and is_prepared(p))
+
+
+def dataset_choices(settings: Settings, visitor: Visitor) -> list[DatasetChoice]:
+    """The tutorial's ants/bees set first, then the visitor's own uploads, then the shared
+    prepared folders in the data root, then extras."""
     tutorial = settings.data_root / "hymenoptera_data"
-    found = [tutorial]
-    if settings.data_root.is_dir():
-        found += sorted(p for p in settings.data_root.iterdir() if p.is_dir() and is_prepared(p))
+    found = [tutorial, *prepared_folders(visitor.folder(settings.data_root)), *prepared_folders(settings.data_root)]
     found += [p for p in settings.dataset_dirs if is_prepared(p)]
     by_path: dict[Path, Path] = {}
     for p in found:
@@ -100,11 +113,16 @@ def default_dataset(choices: list[DatasetChoice]) -> DatasetChoice:
     return next((c for c in choices if c.download_to is None), choices[0])
 
 
-def find_dataset(settings: Settings, path: str) -> DatasetChoice:
-    for choice in dataset_choices(settings):
+def find_dataset(settings: Settings, visitor: Visitor, path: str) -> DatasetChoice:
+    for choice in dataset_choices(settings, visitor):
         if choice.path == path:
             return choice
-    raise CatalogError(f"'{path}' is not one of the datasets this server offers")
+    raise CatalogError("choose a dataset from the list (or add your own as a .zip)")
+
+
+def upload_folder(settings: Settings, visitor: Visitor) -> Path:
+    """Where the visitor's uploaded datasets go."""
+    return visitor.folder(settings.data_root)
 
 
 # -- backbone weights ----------------------------------------------------------------------------
@@ -174,25 +192,38 @@ def checkpoint_label(ckpt: Checkpoint) -> str:
     return " · ".join(parts) + suffix
 
 
-def checkpoint_choices(settings: Settings) -> list[tuple[str, str]]:
-    """(label, path) of every readable checkpoint in the weights folder, newest first."""
-    return [(checkpoint_label(c), c.path) for c in list_checkpoints(settings.weights_dir)]
+def checkpoint_folder(settings: Settings, visitor: Visitor) -> Path:
+    """Where the visitor's trained checkpoints go."""
+    return visitor.folder(settings.weights_dir)
 
 
-def check_checkpoint(settings: Settings, path: str) -> str:
-    """`path` if it is a checkpoint file in the weights folder; refuse anything else."""
-    p = Path(path or "")
-    if not path or p.suffix != ".pt" or p.resolve().parent != settings.weights_dir.resolve():
-        raise CatalogError("choose a model from the list")
+def checkpoint_choices(settings: Settings, visitor: Visitor) -> list[tuple[str, str]]:
+    """(label, path) of every readable checkpoint the visitor may use -- their own and the shared
+    ones -- newest first."""
+    found = list_checkpoints(checkpoint_folder(settings, visitor)) + list_checkpoints(settings.weights_dir)
+    found.sort(key=lambda c: os.path.getmtime(c.path), reverse=True)
+    return [(checkpoint_label(c), c.path) for c in found]
+
+
+def check_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
+    """`path` if it is a checkpoint file the visitor may use; refuse anything else with the same
+    words, whether it belongs to someone else, does not exist or is not a path at all."""
+    refusal = CatalogError("choose a model from the list")
+    if not isinstance(path, str) or not path or len(path) > 1024 or "\0" in path:
+        raise refusal
+    p = Path(path)
+    folders = (settings.weights_dir.resolve(), checkpoint_folder(settings, visitor).resolve())
+    if p.suffix != ".pt" or p.resolve().parent not in folders:
+        raise refusal
     if not p.is_file():
         raise CatalogError(f"the model file {p.name} is gone; refresh the list")
     return str(p)
 
 
-def exported_program(settings: Settings, path: str) -> str:
+def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
     """The checkpoint's torch.export program (<checkpoint>.pt2, next to it), exported unless an
-    up-to-date one is already there. `path` must be one of the offered checkpoints."""
-    checkpoint = check_checkpoint(settings, path)
+    up-to-date one is already there. `path` must be one of the visitor's checkpoints."""
+    checkpoint = check_checkpoint(settings, visitor, path)
     program = Path(checkpoint).with_suffix(".pt2")
     if not program.is_file() or program.stat().st_mtime < os.path.getmtime(checkpoint):
         export_program(checkpoint, program)
@@ -207,4 +238,5 @@ def load_predictor(path: str) -> Predictor:
 
 @functools.lru_cache(maxsize=2)  # two models in memory at most; the picker rarely flips more
 def _predictor(path: str, mtime: float) -> Predictor:
-    return Predictor(path)
+    # On ZeroGPU the app process must not touch CUDA: predictions run on its CPU there.
+    return Predictor(path, device="cpu" if on_zero_gpu() else None)

@@ -1,59 +1,92 @@
-"""One training job per server, run in a background thread, watched by any number of viewers.
+"""Training jobs for many visitors: a queue, a few runner threads, and any number of followers.
 
-The app's Train button asks `JobManager.start` for a job (or is told why not); pages then follow
-the job through `follow`, which yields a snapshot whenever something changes. The state lives
-here, not in a request, so a reloaded page or a second browser sees the same job, and closing a
-tab stops nothing. An exception in the thread becomes a `failed` job with a readable message.
+The app's Train button asks `JobManager.submit` for a job (or is told why not); pages then follow
+their visitor's job through `follow`, which yields a snapshot whenever it changes. State lives
+here, not in a request, so a reloaded page or a second browser of the same visitor sees the same
+job, and closing a tab stops nothing -- except on ZeroGPU, where the GPU belongs to the request
+that asked for it (`request_bound`): there the Train request carries the run and leaving the page
+cancels it.
+
+- Each job belongs to one visitor (`owner`, a Visitor.key); a visitor has at most one queued or
+  running job, and only its owner can cancel it.
+- At most `max_running` jobs train at once (default 1 per device); the others wait in a bounded
+  queue, each told its position and an estimated start.
+- The training itself is `training_events`: a generator of small picklable events that runs in
+  the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a file
+  flag, so it reaches either.
+- With a `state_dir`, every change is written there atomically (one JSON per job); at start,
+  jobs that were queued or running when the server stopped are marked `interrupted` (their best
+  checkpoint, written atomically during the run, stays usable).
 Nothing here knows about Gradio.
 """
 from __future__ import annotations
 
+import contextvars
 import copy
+import json
 import logging
+import os
+import queue
+import statistics
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
-from .checkpoint import CheckpointError
-from .data import DatasetError, SkippedFile, load_dataset
-from .models import ModelError, preprocessing_for
+from .data import SkippedFile, load_dataset
 from .device import describe_device, pick_device
+from .errors import UserError
+from .models import preprocessing_for
 from .train import EpochRecord, TrainConfig, TrainingRun
+from .zerogpu import STOP_MARGIN_SECONDS, gpu_task, training_duration
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("preparing", "scanning", "running")  # then one of: completed, cancelled, failed
-# Errors whose message is written for users; anything else is a bug and also gets a traceback.
-USER_ERRORS = (DatasetError, ModelError, CheckpointError, ValueError)
+ACTIVE = ("queued", "preparing", "scanning", "running")  # then: completed, cancelled, failed, interrupted
+# Before any run of this kind has been timed here, the queue's estimate uses these (seconds per
+# epoch, on this project's 2-core reference CPU with ants/bees; a GPU is faster, so the estimate
+# errs late, never early). Measured runs replace them.
+GUESSED_EPOCH_SECONDS = {"fixed": 3.0, "finetune": 15.0, "progressive": 12.0}
+GUESSED_SETUP_SECONDS = 30.0  # scan + decode + first feature caching
+PROGRESS_INTERVAL = 1.0  # seconds between progress updates inside a long step
 
 
-class JobBusy(RuntimeError):
-    """A job is already running; the message says which."""
+class JobRefused(UserError):
+    """A job could not be queued; the message says why and what to do."""
 
 
 @dataclass
 class Job:
     id: int
+    owner: str
     config: TrainConfig
     device: str
-    started: float  # time.time()
-    status: str = "scanning"  # "preparing" first when a prepare step (a download) comes before the scan
+    submitted: float  # time.time()
+    status: str = "queued"
     version: int = 0  # the manager's change counter when this copy was taken
+    started: float | None = None
     finished: float | None = None
     cancel_requested: bool = False
     classes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
     history: list[EpochRecord] = field(default_factory=list)
+    progress: tuple[str, int, int] | None = None  # (stage, done, total) inside a long step
     checkpoint_path: str | None = None  # set once a best-so-far checkpoint is on disk
     error: str | None = None
+    # Filled in on snapshots of queued jobs:
+    queue_position: int | None = None  # 1: next to start
+    starts_in: float | None = None  # estimated seconds until it starts
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
 
     def elapsed(self, now: float | None = None) -> float:
+        if self.started is None:
+            return 0.0
         return (self.finished or now or time.time()) - self.started
 
     def eta(self) -> float | None:
@@ -64,104 +97,320 @@ class Job:
         last = self.history[-1]
         return last.seconds * (self.config.epochs - last.epoch)
 
+    def describe(self) -> str:
+        """Where the job stands, in a few words (for refusals and headlines)."""
+        if self.status == "queued":
+            return "queued" + (f", position {self.queue_position}" if self.queue_position else "")
+        if self.history:
+            return f"epoch {self.history[-1].epoch} of {self.config.epochs} done"
+        return {"preparing": "preparing its dataset", "scanning": "scanning its dataset",
+                "running": "in its first epoch"}.get(self.status, self.status)
+
+
+# -- the training, as a stream of small picklable events ----------------------------------------
+
+class CancelFlag:
+    """A cancel request that crosses process boundaries: a file. `TrainingRun` polls `is_set`
+    between batches; a stat per batch costs nothing next to a forward pass."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+
+    def is_set(self) -> bool:
+        return os.path.exists(self.path)
+
+    def set(self) -> None:
+        Path(self.path).touch()
+
+
+@gpu_task(duration=training_duration)
+def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
+    """Scan, then train, yielding ("scanned", classes, counts, skipped), ("progress", stage,
+    done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
+    seconds pass first (the run then stops as if cancelled), and last ("end", status). Takes only
+    a config, a path and a number, so it can run in a forked GPU worker (ZeroGPU) as well as in a
+    thread here."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    done = object()
+
+    def progress(stage: str, n: int, total: int) -> None:
+        events.put(("progress", stage, n, total))
+
+    def produce() -> None:
+        try:
+            dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress)
+            events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped)))
+            run = TrainingRun(config, dataset, cancel=CancelFlag(cancel_path), on_progress=progress)
+            for record in run:
+                events.put(("epoch", record, run.checkpoint_path))
+            events.put(("end", run.status))
+        except BaseException as e:  # handed to the consumer, which decides what it means
+            events.put(("error", e))
+        finally:
+            events.put(done)
+
+    # Progress arrives from inside an epoch, through a callback: a thread turns it into yields.
+    threading.Thread(target=produce, name="training", daemon=True).start()
+    deadline = time.monotonic() + time_limit if time_limit else None
+    while True:
+        try:
+            event = events.get(timeout=1.0 if deadline else None)
+        except queue.Empty:
+            event = None
+        if deadline and time.monotonic() > deadline:
+            deadline = None
+            CancelFlag(cancel_path).set()
+            yield ("time_limit", time_limit)
+        if event is done:
+            return
+        if event is not None and event[0] == "error":
+            raise event[1]
+        if event is not None:
+            yield event
+
+
+# -- the manager -----------------------------------------------------------------------------------
 
 class JobManager:
-    def __init__(self):
+    def __init__(self, max_running: int = 1, max_queued: int = 10, state_dir: str | os.PathLike | None = None,
+                 request_bound: bool = False):
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self.request_bound = request_bound
+        self._state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="bees_ants-jobs-"))
+        self._state_dir.mkdir(parents=True, exist_ok=True)
         self._changed = threading.Condition()
-        self._job: Job | None = None
+        self._jobs: dict[int, Job] = {}  # every job this server knows, by id
+        self._contexts: dict[int, contextvars.Context] = {}
         self._version = 0
-        self._cancel = threading.Event()
+        self._prepares: dict[int, Callable[[], object] | None] = {}
+        self._epoch_seconds: dict[tuple[str, str], list[float]] = {}
+        self._restore()
 
-    def start(self, config: TrainConfig, prepare: Callable[[], object] | None = None) -> Job:
-        """Start training in a background thread. `prepare` runs first in that thread (e.g. a
-        dataset download). Raises JobBusy while another job is active."""
-        with self._changed:
-            current = self._job
-            if current is not None and current.active:
-                raise JobBusy(f"a training job is already running ({_progress(current)}); "
-                              "wait for it to finish or cancel it first")
-            self._cancel = threading.Event()
-            job = Job(id=(current.id + 1 if current else 1), config=config,
-                      device=describe_device(pick_device(config.device)), started=time.time(),
-                      status="preparing" if prepare else "scanning")
-            self._job = job
-            self._bump()
-            snapshot = copy.deepcopy(job)
-        thread = threading.Thread(target=self._run, args=(job, self._cancel, prepare),
-                                  name=f"training-job-{job.id}", daemon=True)
-        thread.start()
-        return snapshot
+    # -- what a visitor can do --------------------------------------------------------------------
 
-    def cancel(self) -> bool:
-        """Ask the running job to stop after its current batch. False if nothing is running."""
+    def submit(self, owner: str, config: TrainConfig, prepare: Callable[[], object] | None = None) -> Job:
+        """Queue a job for `owner`; it starts by itself when a runner is free. `prepare` runs first
+        in the runner (e.g. a dataset download). Raises JobRefused when the visitor already has a
+        job, or the queue is full."""
         with self._changed:
-            if self._job is None or not self._job.active:
+            mine = self._active_job(owner)
+            if mine is not None:
+                self._fill_queue_info()
+                raise JobRefused(f"you already have a training job ({mine.describe()}); "
+                                 "wait for it to finish or cancel it first")
+            if sum(j.status == "queued" for j in self._jobs.values()) >= self.max_queued:
+                raise JobRefused(f"the training queue is full ({self.max_queued} jobs waiting); "
+                                 "try again in a few minutes")
+            job = Job(id=max(self._jobs, default=0) + 1, owner=owner, config=config,
+                      device=describe_device(pick_device(config.device)) if not self.request_bound else "ZeroGPU",
+                      submitted=time.time())
+            self._jobs[job.id] = job
+            self._prepares[job.id] = prepare
+            # On ZeroGPU the GPU is scheduled against the request that asked for it: the runner
+            # thread carries that request's context (spaces reads the request from it).
+            self._contexts[job.id] = contextvars.copy_context()
+            self._bump(job)
+            self._dispatch()
+            return self._snapshot(job)
+
+    def cancel(self, owner: str) -> bool:
+        """Stop `owner`'s job: a queued one leaves the queue, a running one stops after its
+        current batch. False when the visitor has nothing to cancel; other visitors' jobs are
+        never touched."""
+        with self._changed:
+            job = self._active_job(owner)
+            if job is None:
                 return False
-            self._cancel.set()
-            self._job.cancel_requested = True
-            self._bump()
+            job.cancel_requested = True
+            if job.status == "queued":
+                job.status, job.finished = "cancelled", time.time()
+                self._dispatch()
+            else:
+                CancelFlag(self._cancel_path(job)).set()
+            self._bump(job)
             return True
 
-    def snapshot(self) -> Job | None:
+    def latest(self, owner: str) -> Job | None:
+        """A copy of the visitor's newest job (with its queue position while it waits)."""
         with self._changed:
-            return copy.deepcopy(self._job)
+            job = self._latest(owner)
+            return self._snapshot(job) if job else None
 
-    def follow(self, seen_version: int = -1, timeout: float = 10.0) -> Iterator[Job | None]:
-        """Yield the job now if it changed since `seen_version`, then after every change, and
-        return once no job is active. `timeout` bounds each wait so an abandoned follower
-        (a closed tab) gets a chance to be stopped by its caller."""
+    def follow(self, owner: str, seen_version: int = -1, timeout: float = 10.0) -> Iterator[Job | None]:
+        """Yield the visitor's job now if it changed since `seen_version`, then after every change
+        that concerns it (its own progress, or the queue moving ahead of it), and return once it is
+        over. `timeout` bounds each wait, so a caller can notice an abandoned follower."""
+        last_seen = None
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._version != seen_version, timeout)
-                version, job = self._version, copy.deepcopy(self._job)
-            if version != seen_version:
-                seen_version = version
-                yield job
-            if job is None or not job.active:
+                seen_version = self._version
+                job = self._latest(owner)
+                snapshot = self._snapshot(job) if job else None
+            view = None if snapshot is None else (snapshot.version, snapshot.queue_position)
+            if view != last_seen:
+                last_seen = view
+                yield snapshot
+            if snapshot is None or not snapshot.active:
                 return
 
-    # -- the job thread ------------------------------------------------------------------------
+    def queue_length(self) -> int:
+        with self._changed:
+            return sum(j.status == "queued" for j in self._jobs.values())
 
-    def _bump(self) -> None:
-        # Called with the lock held: every change gets a new version and wakes all followers.
+    # -- internals (call with the lock held) ------------------------------------------------------
+
+    def _active_job(self, owner: str) -> Job | None:
+        return next((j for j in self._jobs.values() if j.owner == owner and j.active), None)
+
+    def _latest(self, owner: str) -> Job | None:
+        return max((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.id, default=None)
+
+    def _snapshot(self, job: Job) -> Job:
+        self._fill_queue_info()
+        return copy.deepcopy(job)
+
+    def _bump(self, job: Job) -> None:
+        # Every change gets a new version, is written to disk and wakes all followers.
         self._version += 1
-        if self._job is not None:
-            self._job.version = self._version
+        job.version = self._version
+        self._save(job)
         self._changed.notify_all()
 
     def _update(self, job: Job, **changes) -> None:
         with self._changed:
             for name, value in changes.items():
                 setattr(job, name, value)
-            self._bump()
+            self._bump(job)
 
-    def _run(self, job: Job, cancel: threading.Event, prepare) -> None:
+    def _dispatch(self) -> None:
+        """Start queued jobs, oldest first, while runner slots are free."""
+        running = sum(j.status != "queued" and j.active for j in self._jobs.values())
+        for job in sorted((j for j in self._jobs.values() if j.status == "queued"), key=lambda j: j.id):
+            if running >= self.max_running:
+                break
+            running += 1
+            prepare = self._prepares.pop(job.id, None)
+            job.status, job.started = ("preparing" if prepare else "scanning"), time.time()
+            self._bump(job)
+            context = self._contexts.pop(job.id)
+            threading.Thread(target=context.run, args=(self._run, job, prepare),
+                             name=f"training-job-{job.id}", daemon=True).start()
+
+    def _fill_queue_info(self) -> None:
+        """Position and estimated start of every queued job: each waits for the earliest of the
+        runner slots to free up, given what is running and what is queued ahead of it."""
+        now = time.time()
+        slots = sorted(self._remaining(j, now) for j in self._jobs.values() if j.active and j.status != "queued")
+        slots += [0.0] * (self.max_running - len(slots))
+        queued = sorted((j for j in self._jobs.values() if j.status == "queued"), key=lambda j: j.id)
+        for position, job in enumerate(queued, start=1):
+            slots.sort()
+            job.queue_position, job.starts_in = position, slots[0]
+            slots[0] += self._expected_seconds(job)
+        for job in self._jobs.values():
+            if job.status != "queued":
+                job.queue_position = job.starts_in = None
+
+    def _expected_seconds(self, job: Job) -> float:
+        measured = self._epoch_seconds.get((job.config.arch, job.config.mode))
+        per_epoch = statistics.median(measured) if measured else GUESSED_EPOCH_SECONDS.get(job.config.mode, 15.0)
+        return GUESSED_SETUP_SECONDS + per_epoch * job.config.epochs
+
+    def _remaining(self, job: Job, now: float) -> float:
+        eta = job.eta()
+        if eta is not None:
+            return eta
+        return max(0.0, self._expected_seconds(job) - (now - (job.started or now)))
+
+    def _cancel_path(self, job: Job) -> Path:
+        return self._state_dir / f"job-{job.id}.cancel"
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _save(self, job: Job) -> None:
+        record = asdict(job)
+        record.pop("queue_position"), record.pop("starts_in")
+        path = self._state_dir / f"job-{job.id}.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)  # a crash mid-write leaves the previous version, never half a file
+
+    def _restore(self) -> None:
+        for tmp in self._state_dir.glob(".job-*.json.tmp"):
+            tmp.unlink(missing_ok=True)
+        for path in sorted(self._state_dir.glob("job-*.json")):
+            try:
+                job = _job_from_dict(json.loads(path.read_text()))
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("ignoring unreadable job record %s: %s", path, e)
+                continue
+            self._jobs[job.id] = job
+            if job.active:  # the server stopped under it
+                was = job.describe()
+                job.status, job.finished = "interrupted", job.finished or time.time()
+                job.error = f"the server restarted while this job was {was}"
+                self._bump(job)
+            Path(self._cancel_path(job)).unlink(missing_ok=True)
+
+    # -- the runner thread -----------------------------------------------------------------------
+
+    def _run(self, job: Job, prepare) -> None:
         outcome = {"status": "failed", "error": "the training thread stopped unexpectedly"}
         try:
-            outcome = {"status": self._train(job, cancel, prepare)}
-        except USER_ERRORS as e:
+            outcome = {"status": self._train(job, prepare)}
+        except UserError as e:
             outcome = {"status": "failed", "error": str(e)}
         except Exception as e:
             log.exception("training job %d failed", job.id)
             outcome = {"status": "failed", "error": f"unexpected error: {type(e).__name__}: {e}"}
-        finally:  # whatever happened, the job ends, or no other job could ever start
-            self._update(job, finished=time.time(), **outcome)
+        finally:  # whatever happened, the job ends and frees its slot for the next in the queue
+            with self._changed:
+                for name, value in {"finished": time.time(), "progress": None, **outcome}.items():
+                    setattr(job, name, value)
+                self._bump(job)
+                self._dispatch()
+            Path(self._cancel_path(job)).unlink(missing_ok=True)
 
-    def _train(self, job: Job, cancel: threading.Event, prepare) -> str:
+    def _train(self, job: Job, prepare) -> str:
         if prepare is not None:
             prepare()
             self._update(job, status="scanning")
-        dataset = load_dataset(job.config.data_dir, preprocessing_for(job.config.arch))
-        self._update(job, status="running", classes=list(dataset.classes), counts=dataset.counts(),
-                     skipped=list(dataset.skipped))
-        run = TrainingRun(job.config, dataset, cancel=cancel)
-        for record in run:
-            # The best-so-far checkpoint is on disk by the time an epoch's record arrives.
-            self._update(job, history=job.history + [record], checkpoint_path=run.checkpoint_path)
-        return run.status
+        status, shown_progress = "failed", 0.0
+        # On ZeroGPU the run must end within the GPU time it asked for: it stops itself first.
+        time_limit = training_duration(job.config) - STOP_MARGIN_SECONDS if self.request_bound else None
+        for event in training_events(job.config, str(self._cancel_path(job)), time_limit):
+            kind = event[0]
+            if kind == "scanned":
+                _, classes, counts, skipped = event
+                self._update(job, status="running", classes=classes, counts=counts, skipped=skipped)
+            elif kind == "progress":
+                _, stage, done, total = event
+                # Every open page redraws on a change: a few progress updates a second at most.
+                if time.monotonic() - shown_progress >= PROGRESS_INTERVAL or done == total:
+                    shown_progress = time.monotonic()
+                    self._update(job, progress=(stage, done, total))
+            elif kind == "epoch":
+                _, record, checkpoint_path = event
+                # The best-so-far checkpoint is on disk by the time an epoch's record arrives.
+                self._update(job, history=job.history + [record], checkpoint_path=checkpoint_path, progress=None)
+                if record.epoch > 1:  # the first epoch pays for the scan and feature caching
+                    with self._changed:
+                        self._epoch_seconds.setdefault((job.config.arch, job.config.mode), []).append(record.seconds)
+            elif kind == "time_limit":
+                self._update(job, cancel_requested=True,
+                             error=f"stopped after {event[1]:.0f} s, the GPU time this Space gives one run; "
+                                   "the best checkpoint so far is kept")
+            elif kind == "end":
+                status = event[1]
+        return status
 
 
-def _progress(job: Job) -> str:
-    if job.history:
-        return f"epoch {job.history[-1].epoch} of {job.config.epochs} done"
-    return job.status
+def _job_from_dict(d: dict) -> Job:
+    d = dict(d)
+    d["config"] = TrainConfig(**d["config"])
+    d["history"] = [EpochRecord(**r) for r in d["history"]]
+    d["skipped"] = [SkippedFile(**s) for s in d["skipped"]]
+    d["progress"] = tuple(d["progress"]) if d.get("progress") else None
+    return Job(**d)
