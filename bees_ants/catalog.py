@@ -2,14 +2,8 @@
 
 The app only uses paths from these lists (a request naming anything else is refused), so a page
 or an API client cannot make the server read arbitrary files. Locations come from environment
-variables, so a Space, a container or a test points them elsewhere without code changes:
-
-  BEES_ANTS_DATA_ROOT          data root (default data/): the tutorial set is downloaded to
-                               <root>/hymenoptera_data; every prepared folder in it is offered
-  BEES_ANTS_DATASETS           more dataset folders, separated by os.pathsep
-  BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
-  BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
-                               an exported program is written next to its checkpoint (.pt2)
+variables (BEES_ANTS_DATA_ROOT, BEES_ANTS_DATASETS, BEES_ANTS_BACKBONE_WEIGHTS,
+BEES_ANTS_WEIGHTS_DIR; see settings.py), so a Space, a container or a test points them elsewhere.
 """
 from __future__ import annotations
 
@@ -23,28 +17,13 @@ from .data import SPLITS, ensure_hymenoptera
 from .export import export_program
 from .models import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
+from .settings import Settings
 
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
 
 class CatalogError(ValueError):
     """A request for something the server does not offer."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_root: Path = Path("data")
-    dataset_dirs: tuple[Path, ...] = ()
-    backbone_weights: Path | None = None
-    weights_dir: Path = Path("weights")
-
-    @classmethod
-    def from_env(cls, env=os.environ) -> "Settings":
-        extra = tuple(Path(p) for p in env.get("BEES_ANTS_DATASETS", "").split(os.pathsep) if p)
-        weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
-        return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT", "data")), dataset_dirs=extra,
-                   backbone_weights=Path(weights) if weights else None,
-                   weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR", "weights")))
 
 
 # -- datasets ------------------------------------------------------------------------------------
