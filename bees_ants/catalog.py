@@ -7,15 +7,7 @@ uploaded (<data root>/visitors/<key>/) and trained (<weights dir>/visitors/<key>
 shown, predicted with, evaluated, downloaded and exported for that visitor only. The app only
 uses paths from these lists: a request naming anything else, including another visitor's file,
 gets the same refusal as a name that does not exist, so a page or an API client can neither read
-arbitrary files nor learn what others have. Locations come from environment variables, so a
-Space, a container or a test points them elsewhere without code changes:
-
-  BEES_ANTS_DATA_ROOT          data root (default data/): the tutorial set is downloaded to
-                               <root>/hymenoptera_data; every prepared folder in it is offered
-  BEES_ANTS_DATASETS           more dataset folders, separated by os.pathsep
-  BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
-  BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
-                               an exported program is written next to its checkpoint (.pt2)
+arbitrary files nor learn what others have. Locations: settings.py (BEES_ANTS_* variables).
 """
 from __future__ import annotations
 
@@ -29,6 +21,7 @@ from .data import SPLITS, ensure_hymenoptera
 from .export import export_program
 from .models import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
+from .settings import Settings
 from .visitors import PRIVATE_FOLDER, Visitor
 from .zerogpu import on_zero_gpu
 
@@ -37,22 +30,6 @@ WEIGHT_SUFFIXES = (".pth", ".pt")
 
 class CatalogError(ValueError):
     """A request for something the server does not offer."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_root: Path = Path("data")
-    dataset_dirs: tuple[Path, ...] = ()
-    backbone_weights: Path | None = None
-    weights_dir: Path = Path("weights")
-
-    @classmethod
-    def from_env(cls, env=os.environ) -> "Settings":
-        extra = tuple(Path(p) for p in env.get("BEES_ANTS_DATASETS", "").split(os.pathsep) if p)
-        weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
-        return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT", "data")), dataset_dirs=extra,
-                   backbone_weights=Path(weights) if weights else None,
-                   weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR", "weights")))
 
 
 # -- datasets ------------------------------------------------------------------------------------

@@ -1,32 +1,46 @@
-"""Command line: `python -m bees_ants train|predict|evaluate …` (see --help of each)."""
+"""Command line: `python -m bees_ants train|predict|evaluate|export …` (see --help of each).
+
+Only argparse and torch-free modules are imported here (settings, config): each command imports
+what it needs when it runs, so `--help` answers at once instead of after a torch import. Locations
+(data root, weights folder, backbone weights) come from the same environment variables as the app;
+see bees_ants/settings.py.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .data import IMAGE_EXTENSIONS, DatasetError, ensure_hymenoptera
-from .importer import needs_preparing, prepare_dataset
-from .models import ARCHS, DEFAULT_ARCH, ModelError
-from .device import describe_device, init_distributed, rank_and_world
-from .train import MODES, PRESETS, TrainConfig, TrainingRun, apply_preset
+from .config import ARCHS, DEFAULT_ARCH, MODES, PRESETS, ConfigError, TrainConfig, apply_preset
+from .errors import UserError
+from .settings import Settings
 
-DEFAULT_DATA_ROOT = "data"  # the tutorial's dataset is fetched to data/hymenoptera_data
+DEFAULTS = TrainConfig(data_dir="")  # the hyperparameter defaults --help shows
 
 
-def resolve_data_dir(data_dir: str | None) -> str:
-    if data_dir and needs_preparing(data_dir):  # a zip, or bare class folders: import as a new train/val folder
-        report = prepare_dataset(data_dir, DEFAULT_DATA_ROOT)
+def resolve_data_dir(data_dir: str | None, settings: Settings | None = None) -> str:
+    """A train/val folder as given; a zip or a folder of bare class folders imported into the data
+    root first; no path: the tutorial's set, downloaded into the data root on first use."""
+    from .data import ensure_hymenoptera
+    from .importer import needs_preparing, prepare_dataset
+    settings = settings or Settings.from_env()
+    if data_dir and needs_preparing(data_dir):
+        report = prepare_dataset(data_dir, settings.data_root)
         print(f"{report.summary()}\n(reuse it with --data-dir {report.path})", flush=True)
         return report.path
-    return data_dir if data_dir else str(ensure_hymenoptera(DEFAULT_DATA_ROOT))
+    return data_dir if data_dir else str(ensure_hymenoptera(settings.data_root))
 
 
 def backbone_weights_arg(value: str) -> str | None:
     return None if value.lower() == "none" else value
+
+
+def arch_of_file(path: Path) -> str | None:
+    """The architecture a weights file's name starts with (torchvision: "<arch>-<hash>.pth");
+    the longest match tells mobilenet_v2 from mobilenet_v3_large."""
+    return max((a for a in ARCHS if path.name.startswith(a)), key=len, default=None)
 
 
 def format_record(r) -> str:
@@ -35,34 +49,123 @@ def format_record(r) -> str:
             f"best {r.best_val_acc:.4f} (epoch {r.best_epoch})")
 
 
-def cmd_train(args) -> int:
-    defaults = TrainConfig(data_dir="")
-    config = apply_preset(defaults, args.preset) if args.preset else defaults
+class ProgressLine:
+    """An `on_progress(stage, done, total)` callback for long steps (decoding, feature passes).
+
+    On a terminal: one line rewritten in place ('\\r'), ended when the stage completes. Otherwise
+    (a log file, CI): a line only when a stage passes another tenth, so logs stay short."""
+
+    def __init__(self, stream=None, tty: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.stage: str | None = None
+        self.done = 0
+        self.shown = 0  # percent (terminal) or tenth x 10 (log) last written for this stage
+        self.open = False  # a terminal line is waiting for its newline
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        done = max(0, min(done, total))
+        if stage != self.stage or done < self.done:  # a new stage, or the same one again (next pass)
+            self.end()
+            self.stage, self.shown = stage, -1 if self.tty else 0  # a log skips 0%
+        self.done = done
+        step = done * 100 // total if self.tty else done * 10 // total * 10
+        if step <= self.shown:
+            return
+        self.shown = step
+        text = f"{stage}: {done}/{total} ({step if self.tty else done * 100 // total}%)"
+        if self.tty:
+            self.stream.write(f"\r{text}\x1b[K")
+            self.open = done < total
+            if not self.open:
+                self.stream.write("\n")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        """End an unfinished terminal line, before other output."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+def choose_mode(device) -> tuple[str, str]:
+    """The mode when none is given, as the app chooses it, and why."""
+    if device.type == "cpu":
+        return "fixed", ("no --mode given and this is a CPU, where the fixed extractor takes seconds "
+                         "per epoch and fine-tuning minutes (--mode finetune to fine-tune anyway)")
+    return "finetune", f"no --mode given and {device.type.upper()} is available, so every layer trains"
+
+
+def train_config(args, settings: Settings) -> tuple[TrainConfig, str]:
+    """The TrainConfig the options ask for (data_dir as given, mode as given or the default) and a
+    note on where the backbone weights came from. Options given win over --preset, which wins over
+    TrainConfig's defaults; locations come from `settings`."""
+    base = TrainConfig(data_dir="", out_dir=str(settings.weights_dir))
+    if args.preset:
+        base = apply_preset(base, args.preset)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    overrides["data_dir"] = resolve_data_dir(args.data_dir)
+    overrides["data_dir"] = args.data_dir or ""
+    note = ""
     if args.backbone_weights is not None:
         overrides["backbone_weights"] = backbone_weights_arg(args.backbone_weights)
-    config = TrainConfig(**{**asdict(config), **overrides})
+    elif settings.backbone_weights is not None and settings.backbone_weights.is_file():
+        overrides["backbone_weights"] = str(settings.backbone_weights)
+        note = " (from BEES_ANTS_BACKBONE_WEIGHTS)"
+        if args.arch is None:  # as the app does: the local file says which backbone starts offline
+            overrides["arch"] = arch_of_file(settings.backbone_weights) or base.arch
+    return TrainConfig(**{**asdict(base), **overrides}), note
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .device import describe_device, init_distributed, pick_device, rank_and_world
+    from .models import preprocessing_for
+    from .train import TrainingRun
+
+    settings = Settings.from_env()
+    config, weights_note = train_config(args, settings)  # checked before any download or import
+    try:
+        device = pick_device(config.device)
+    except RuntimeError as e:  # torch.device("gpu"): not a device name
+        raise ConfigError(f"--device {config.device}: {e}") from None
+    mode_note = None
+    if args.mode is None:
+        mode, mode_note = choose_mode(device)
+        config = replace(config, mode=mode)
+    config = replace(config, data_dir=resolve_data_dir(args.data_dir, settings))
+
     init_distributed()  # under torchrun: one process per device, same checkpoint format
     if rank_and_world()[0] != 0:
         list(TrainingRun(config))  # other ranks train silently; rank 0 reports and saves
         return 0
-    run = TrainingRun(config)
+    progress = ProgressLine()
     print(f"training {config.arch} ({config.mode}) for {config.epochs} epochs, batch {config.batch_size}, "
-          f"lr {config.lr}, weights {config.backbone_weights or 'random init'}", flush=True)
+          f"lr {config.lr}, weights {config.backbone_weights or 'random init'}{weights_note}; "
+          f"data {config.data_dir}", flush=True)
+    if mode_note:
+        print(f"mode {config.mode}: {mode_note}", flush=True)
+    print(f"device {describe_device(device)}", flush=True)
+    dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress)
+    progress.end()
+    print(dataset.summary(), flush=True)
+    run = TrainingRun(config, dataset, on_progress=progress)
     try:
-        for i, record in enumerate(run):
-            if i == 0:
-                print(f"device {describe_device(run.device)}", flush=True)
+        for record in run:
+            progress.end()
             print(format_record(record), flush=True)
     except KeyboardInterrupt:
+        progress.end()
         saved = run.checkpoint_path and Path(run.checkpoint_path).is_file()
-        print(f"\ninterrupted; " + (f"best checkpoint so far: {run.checkpoint_path}" if saved
-                                   else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
+        print("\ninterrupted; " + (f"best checkpoint so far: {run.checkpoint_path}" if saved
+                                  else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
         return 130
     best = max(run.history, key=lambda r: r.val_acc)
-    print(run.dataset.summary())
     print(f"done: best val acc {best.val_acc:.4f} at epoch {best.epoch}, "
           f"{sum(r.seconds for r in run.history):.1f}s training; checkpoint {run.checkpoint_path}")
     if args.json:
@@ -72,6 +175,7 @@ def cmd_train(args) -> int:
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
+    from .data import IMAGE_EXTENSIONS
     out = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -86,7 +190,7 @@ def cmd_predict(args) -> int:
     predictor = Predictor(args.checkpoint, device=args.device)
     files = expand_inputs(args.images)
     if not files:
-        raise DatasetError("no image files found in the given paths")
+        raise UserError("no image files found in the given paths")
     results = predictor.predict(files, names=[str(f) for f in files])
     for r in results:
         if r.error:
@@ -103,10 +207,27 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def evaluation_data_dir(args, checkpoint_meta: dict, settings: Settings) -> tuple[str, str]:
+    """(folder, why): --data-dir; else the folder the model was trained on, if it is still there;
+    else the tutorial's set (downloaded on first use), if the model has its classes."""
+    if args.data_dir:
+        return resolve_data_dir(args.data_dir, settings), "from --data-dir"
+    recorded = checkpoint_meta.get("dataset", {}).get("root")
+    if recorded and (Path(recorded) / args.split).is_dir():
+        return recorded, "the dataset this model was trained on"
+    missing = f"this model's dataset {recorded} is not here" if recorded else "the model names no dataset"
+    if sorted(checkpoint_meta.get("class_names", [])) != ["ants", "bees"]:
+        raise UserError(f"{missing}; pass --data-dir with a train/val folder of its classes "
+                        f"({', '.join(checkpoint_meta.get('class_names', []))})")
+    return resolve_data_dir(None, settings), f"the tutorial's ants/bees set ({missing})"
+
+
 def cmd_evaluate(args) -> int:
     from .predict import Predictor
     predictor = Predictor(args.checkpoint, device=args.device)
-    ev = predictor.evaluate(resolve_data_dir(args.data_dir), args.split)
+    data_dir, why = evaluation_data_dir(args, predictor.checkpoint.meta, Settings.from_env())
+    print(f"dataset {data_dir} ({why})", flush=True)
+    ev = predictor.evaluate(data_dir, args.split)
     recorded = predictor.checkpoint.meta.get("best", {}).get("val_acc")
     print(f"{args.split} accuracy {ev.accuracy:.4f} ({sum(a == b for a, b in zip(ev.true, ev.predicted))}"
           f"/{len(ev.true)}), loss {ev.loss:.4f}"
@@ -129,34 +250,51 @@ def cmd_export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bees_ants", description=__doc__)
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    settings = settings or Settings.from_env()
+    d = DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m bees_ants", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    root, weights_dir = f"{settings.data_root}/", settings.weights_dir
+    env_weights = settings.backbone_weights if settings.backbone_weights and settings.backbone_weights.is_file() else None
 
-    t = sub.add_parser("train", help="train a classifier on an image folder")
+    t = sub.add_parser("train", help="train a classifier on an image folder",
+                       description="Train a classifier; hyperparameters not given keep the defaults shown "
+                       "(or --preset's). Locations follow BEES_ANTS_DATA_ROOT, BEES_ANTS_WEIGHTS_DIR and "
+                       "BEES_ANTS_BACKBONE_WEIGHTS, as in the app.")
     t.add_argument("--data-dir", help="folder with train/<class>/ and val/<class>/, or a zip or folder of "
-                   "<class>/ folders (imported into data/) (default: the tutorial's ants/bees set, downloaded to data/)")
-    t.add_argument("--arch", choices=ARCHS, help=f"backbone (default {DEFAULT_ARCH})")
-    t.add_argument("--mode", choices=MODES, help="finetune: train all layers (default); "
+                   f"<class>/ folders (imported into {root}) (default: the tutorial's ants/bees set, "
+                   f"downloaded to {root})")
+    t.add_argument("--arch", choices=ARCHS, help=f"backbone (default {DEFAULT_ARCH}"
+                   + (f", or the one BEES_ANTS_BACKBONE_WEIGHTS's file name says)" if env_weights else ")"))
+    t.add_argument("--mode", choices=MODES, help="finetune: train all layers; "
                    "fixed: frozen feature extractor, train the head only; "
-                   "progressive: fixed for --frozen-epochs, then fine-tune")
+                   "progressive: fixed for --frozen-epochs, then fine-tune "
+                   "(default: fixed on a CPU, where it takes seconds, finetune with a GPU)")
     t.add_argument("--backbone-weights", metavar="imagenet|none|PATH",
-                   help="imagenet: torchvision's weights (downloaded once, cached; default); "
-                   "PATH: a local state-dict file for this arch; none: random init")
-    t.add_argument("--preset", choices=sorted(PRESETS), help="tutorial: its exact recipe, batch 4 included")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--momentum", type=float)
-    t.add_argument("--batch-size", type=int, dest="batch_size")
-    t.add_argument("--step-size", type=int, dest="step_size", help="StepLR: epochs between LR drops")
-    t.add_argument("--gamma", type=float, help="StepLR: LR multiplier at each drop")
+                   help="imagenet: torchvision's weights (downloaded once, cached); "
+                   "PATH: a local state-dict file for this arch; none: random init (default: "
+                   + (f"{env_weights}, from BEES_ANTS_BACKBONE_WEIGHTS)" if env_weights else
+                      "BEES_ANTS_BACKBONE_WEIGHTS if it names a file, else imagenet)"))
+    t.add_argument("--preset", choices=sorted(PRESETS),
+                   help="tutorial: its exact recipe (batch 4, a fresh feature view per epoch); "
+                   "options given with it still win")
+    t.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    t.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    t.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    t.add_argument("--batch-size", type=int, dest="batch_size",
+                   help=f"per process (default {d.batch_size}; the tutorial's 4 makes BatchNorm noisy)")
+    t.add_argument("--step-size", type=int, dest="step_size",
+                   help=f"StepLR: epochs between LR drops (default {d.step_size})")
+    t.add_argument("--gamma", type=float, help=f"StepLR: LR multiplier at each drop (default {d.gamma})")
     t.add_argument("--feature-views", type=int, dest="feature_views",
-                   help="fixed mode: augmented views of the train set to cache features for")
+                   help=f"fixed mode: augmented views of the train set to cache features for (default {d.feature_views})")
     t.add_argument("--frozen-epochs", type=int, dest="frozen_epochs",
-                   help="progressive mode: head-only epochs before unfreezing (default 5)")
-    t.add_argument("--seed", type=int)
+                   help=f"progressive mode: head-only epochs before unfreezing (default {d.frozen_epochs})")
+    t.add_argument("--seed", type=int, help=f"(default {d.seed})")
     t.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    t.add_argument("--out-dir", dest="out_dir", help="where checkpoints go (default weights/)")
+    t.add_argument("--out-dir", dest="out_dir", help=f"where checkpoints go (default {weights_dir}/; "
+                   "BEES_ANTS_WEIGHTS_DIR sets it)")
     t.add_argument("--output", dest="checkpoint_path", help="checkpoint file path (overrides --out-dir)")
     t.add_argument("--json", action="store_true", help="also print a JSON summary line")
     t.set_defaults(func=cmd_train)
@@ -164,15 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify image files (or folders of them)")
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--grid", metavar="PNG", help="save a labelled image grid")
-    pr.add_argument("--device")
+    pr.add_argument("--grid", metavar="PNG", help="save a grid of the images titled with file name, label "
+                    "and confidence")
+    pr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset split")
     ev.add_argument("checkpoint")
-    ev.add_argument("--data-dir")
-    ev.add_argument("--split", choices=("train", "val"), default="val")
-    ev.add_argument("--device")
+    ev.add_argument("--data-dir", help="default: the dataset the model was trained on if it is still there, "
+                    f"else the tutorial's set (downloaded to {root})")
+    ev.add_argument("--split", choices=("train", "val"), default="val", help="(default %(default)s)")
+    ev.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="export a checkpoint to a torch.export program (.pt2) that needs only torch")
@@ -186,6 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ModelError, CheckpointError, ValueError) as e:
+    except UserError as e:  # written for a person; anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,8 +17,7 @@ from torchvision import models as tvm
 
 from .data import Preprocessing
 
-ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
-DEFAULT_ARCH = "resnet18"
+from .config import ARCHS, DEFAULT_ARCH  # noqa: F401 (re-exported)
 
 
 class ModelError(ValueError):

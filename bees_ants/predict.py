@@ -147,8 +147,13 @@ def image_grid(images: list, titles: list[str], colors: list[str] | None = None,
 
 
 def predictions_figure(predictions: list[Prediction], ncols: int = 4):
+    """One tile per classified file, titled with its file name, label and confidence."""
+    def short(name: str, width: int = 28) -> str:  # keep the start and the extension of long names
+        return name if len(name) <= width else name[:width - 8] + "…" + name[-7:]
+
     shown = [p for p in predictions if p.error is None]
-    return image_grid([p.image for p in shown], [f"{p.label} · {p.confidence:.0%}" for p in shown], ncols=ncols)
+    titles = [f"{short(Path(p.name).name)}\n{p.label} · {p.confidence:.0%}" for p in shown]
+    return image_grid([p.image for p in shown], titles, ncols=ncols)
 
 
 def val_sample_figure(predictor: Predictor, data_dir: str | os.PathLike, count: int = 8,

@@ -52,6 +52,11 @@ def test_grids_have_a_labelled_panel_per_image(trained_checkpoint, tmp_path):
     fig = predictions_figure(predictor.predict(files))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 3 and all(" · " in t and t.endswith("%") for t in titles)
+    assert [t.split("\n")[0] for t in titles] == ["0.png", "1.png", "2.png"]  # which file each tile is
+    long = write_image(tmp_path / ("a_very_long_file_name_from_a_camera_" * 2 + ".png"), COLOURS["ants"])
+    [title] = [ax.get_title() for ax in predictions_figure(predictor.predict([long])).axes if ax.get_title()]
+    name = title.split("\n")[0]
+    assert name.startswith("a_very_long") and "…" in name and name.endswith(".png") and len(name) <= 28
     fig = val_sample_figure(predictor, predictor.checkpoint.meta["dataset"]["root"], count=4, seed=0)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 4 and all(t.startswith("predicted: ") and "\ntrue: " in t for t in titles)
@@ -77,6 +82,9 @@ def test_cli_train_predict_evaluate(tmp_path, capsys):
     assert code == 1  # one file failed; the others still got their line
     assert len(lines) == 4 and sum("\tERROR\t" in line for line in lines) == 1
     assert (tmp_path / "grid.png").stat().st_size > 1000
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(out), str(tmp_path / "empty")]) == 2  # no image at all: one line
+    assert capsys.readouterr().err.strip() == "error: no image files found in the given paths"
 
     assert main(["evaluate", str(out), "--data-dir", str(data)]) == 0
     report = capsys.readouterr().out

@@ -1,0 +1,39 @@
+"""Where things live on disk: the one place for the locations the app and the CLI share.
+
+Light on purpose (no torch), so `python -m bees_ants --help` and the app's startup read it for
+free. Locations come from environment variables, so a Space, a container or a test points them
+elsewhere without code changes:
+
+  BEES_ANTS_DATA_ROOT          data root (default data/): the tutorial set is downloaded to
+                               <root>/hymenoptera_data; zips and class folders are imported into
+                               it; the app offers every prepared folder in it
+  BEES_ANTS_DATASETS           more dataset folders, separated by os.pathsep (app only)
+  BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
+                               (the CLI's --backbone-weights default when it names a file)
+  BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
+                               an exported program is written next to its checkpoint (.pt2)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = Path("data")
+DEFAULT_WEIGHTS_DIR = Path("weights")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_root: Path = DEFAULT_DATA_ROOT
+    dataset_dirs: tuple[Path, ...] = ()
+    backbone_weights: Path | None = None
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Settings":
+        extra = tuple(Path(p) for p in env.get("BEES_ANTS_DATASETS", "").split(os.pathsep) if p)
+        weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
+        return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
+                   backbone_weights=Path(weights) if weights else None,
+                   weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR))
