@@ -1,5 +1,11 @@
 """The Gradio app: widgets wired to the catalog, the job manager and the predictor.
 
+One class per tab lays out its widgets and wires their events right under them; its methods are
+the handlers. A handler that updates several widgets returns {widget: value}: widgets it leaves
+out keep what they show. `build_app` is the table of contents: the header, the three tabs and
+the one dependency between them, the model pickers (ModelPickers), which the Predict and
+Evaluate tabs show and which a finished training job refreshes with its new checkpoint.
+
 Train: the button asks the job manager for a job and then follows it (a generator that yields on
 every change). Every page also follows the job from its load event and gets a 1 s timer tick, so
 a reloaded page or a second browser catches up with a job it did not start. The `seen` state is
@@ -8,6 +14,9 @@ A zip upload on the Train tab becomes a new dataset folder in the data root (imp
 Predict: checkpoints from the weights folder, loaded once each (catalog.load_predictor).
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set, and the checkpoint or its .pt2 export to download.
+
+Only a `UserError` (or a busy job) is shown as advice; any other exception is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
 
@@ -18,23 +27,63 @@ from pathlib import Path
 import gradio as gr
 
 from . import catalog, views
-from .catalog import CatalogError, Settings
+from .catalog import Settings
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import DatasetError
+from .device import describe_device, pick_device
+from .errors import UserError
 from .importer import import_zip
 from .jobs import Job, JobBusy, JobManager
 from .models import ARCHS
-from .predict import val_sample_figure
-from .device import describe_device, pick_device
+from .predict import Predictor, val_sample_figure
 from .train import TrainConfig
 
 DEFAULTS = TrainConfig(data_dir="")
 VAL_GRID_IMAGES = 8
+TITLE = "Ants vs bees · transfer learning"
 NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 #thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }"""
 
+
+def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
+    settings = settings or Settings.from_env()
+    jobs = jobs or JobManager()
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
+                    "your own pictures, see where it errs and take the model away.")
+        # The one link between tabs: Predict and Evaluate each show a model picker, and the Train
+        # tab refreshes both when a run finishes, so its new checkpoint is picked there at once.
+        models = ModelPickers(settings)
+        with gr.Tabs():
+            TrainTab(app, settings, jobs, models)
+            PredictTab(settings, models)
+            EvaluateTab(settings, models)
+        # Another page may have trained or deleted a model since this one was served.
+        app.load(models.refreshed, None, models.outputs, api_visibility="private")
+    return app
+
+
+class ModelPickers:
+    """The checkpoint lists of the Predict and Evaluate tabs, and the Predict tab's note when there
+    is no checkpoint yet. Created unrendered: each tab renders its own in its layout."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.predict = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model", render=False)
+        self.note = gr.Markdown(label="model_note", elem_id="model-note", render=False)
+        self.evaluate = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="eval-model", render=False)
+        self.outputs = [self.predict, self.note, self.evaluate]  # the /models endpoint's outputs, in order
+
+    def refreshed(self) -> dict:
+        """Both lists read again from the weights folder, the newest checkpoint selected."""
+        choices = catalog.checkpoint_choices(self.settings)
+        newest = choices[0][1] if choices else None
+        return {self.predict: gr.Dropdown(choices=choices, value=newest), self.note: "" if choices else NO_MODEL,
+                self.evaluate: gr.Dropdown(choices=choices, value=newest)}
+
+
+# -- Train -----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
 def _val_grid(checkpoint: str, mtime: float, data_dir: str, seed: int):
@@ -52,316 +101,325 @@ def val_grid(job: Job | None) -> gr.Image:
     return gr.Image(image, visible=image is not None)  # no empty box while training
 
 
-def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
-    settings = settings or Settings.from_env()
-    jobs = jobs or JobManager()
-    datasets = catalog.dataset_choices(settings)
-    backbones = catalog.backbone_choices(settings)
-    arch = catalog.default_arch(backbones)
+class TrainTab:
+    """Dataset (or a zip of one), backbone, mode and hyperparameters; Train and Cancel; the job view
+    (status, dataset, curves, epochs, result, val predictions), which also refreshes the model
+    pickers when a job finishes."""
 
-    def dataset_picker(value: str | None = None):
-        fresh = catalog.dataset_choices(settings)
-        return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
-                           value=value or catalog.default_dataset(fresh).path)
+    def __init__(self, app: gr.Blocks, settings: Settings, jobs: JobManager, models: ModelPickers):
+        self.settings, self.jobs, self.models = settings, jobs, models
+        datasets = catalog.dataset_choices(settings)
+        backbones = catalog.backbone_choices(settings)
+        arch = catalog.default_arch(backbones)
+        with gr.Tab("Train", id="train", elem_id="tab-train"), gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                self.dataset = gr.Dropdown([(c.label, c.path) for c in datasets], label="Dataset",
+                                           value=catalog.default_dataset(datasets).path, allow_custom_value=True,
+                                           elem_id="dataset")
+                with gr.Accordion("Add your own dataset (.zip)", open=False, elem_id="own-data"):
+                    gr.Markdown(views.UPLOAD_HELP)
+                    upload = gr.File(file_types=[".zip"], label="Dataset zip", height=100, elem_id="upload")
+                    self.import_info = gr.Markdown(label="import", elem_id="import-info")
+                    self.thumbs = gr.Gallery(label="A few training images per class", columns=views.THUMBNAILS_SHOWN,
+                                             object_fit="cover", visible=False, elem_id="thumbs")
+                upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
+                              api_name="import_dataset")
+                app.load(self.dataset_picker, None, self.dataset, api_visibility="private")
 
-    def model_picker():
-        """Both model lists (Predict, Evaluate & export), newest selected, and the Predict note."""
-        choices = catalog.checkpoint_choices(settings)
-        newest = choices[0][1] if choices else None
-        return (gr.Dropdown(choices=choices, value=newest), "" if choices else NO_MODEL,
-                gr.Dropdown(choices=choices, value=newest))
+                arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
+                backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],
+                                          value=catalog.backbone_for_arch(backbones, arch).value,
+                                          label="Start from weights", allow_custom_value=True, elem_id="backbone")
+                arch_in.input(self.backbone_for, arch_in, backbone_in, api_visibility="private")
+                # On a CPU (a free Space) fine-tuning costs minutes per epoch while the fixed
+                # extractor caches its features and finishes in seconds: default to what works.
+                on_cpu = pick_device().type == "cpu"
+                mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
+                                   value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
+                                   info="On this CPU the fixed extractor takes seconds; fine-tuning "
+                                        "takes minutes per epoch." if on_cpu else None, elem_id="mode")
+                with gr.Accordion("Hyperparameters", open=True):
+                    with gr.Row():
+                        epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1, maximum=1000,
+                                              elem_id="epochs")
+                        batch_in = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0, minimum=1,
+                                             maximum=512, elem_id="batch-size")
+                    with gr.Row():
+                        lr_in = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=1e-7, maximum=10, step=0.0005,
+                                          elem_id="lr")
+                        momentum_in = gr.Number(DEFAULTS.momentum, label="Momentum", minimum=0, maximum=0.999,
+                                                step=0.05, elem_id="momentum")
+                    with gr.Row():
+                        step_in = gr.Number(DEFAULTS.step_size, label="LR step size (epochs)", precision=0, minimum=1,
+                                            maximum=1000, elem_id="step-size")
+                        gamma_in = gr.Number(DEFAULTS.gamma, label="LR gamma", minimum=0.0001, maximum=1, step=0.05,
+                                             elem_id="gamma")
+                    frozen_in = gr.Number(DEFAULTS.frozen_epochs, label="Frozen epochs (progressive mode only: "
+                                          "head-only epochs before unfreezing)", precision=0, minimum=1, maximum=1000,
+                                          elem_id="frozen-epochs")
+                gr.Markdown(f"**Device:** {describe_device(pick_device())}", elem_id="device")
+                with gr.Row():
+                    train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+                self.notice = gr.Markdown(label="notice", elem_id="notice")
+                cancel_btn.click(self.cancel, None, self.notice, api_name="cancel", concurrency_limit=None)
+            with gr.Column(scale=2):
+                self.status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
+                self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
+                self.curves = gr.Plot(label="curves", show_label=False, elem_id="curves")
+                self.table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
+                                          interactive=False, max_height=300, elem_id="history")
+                self.result = gr.Markdown(label="result", elem_id="result")
+                self.grid = gr.Image(label="val_predictions", show_label=False, type="pil", interactive=False,
+                                     visible=False, elem_id="val-grid")
+            self.seen = gr.State(-1)
+            timer = gr.Timer(1.0)
 
-    def render(job: Job | None):
-        finished = job is not None and not job.active
-        return (views.status_markdown(job), views.dataset_markdown(job), views.training_figure(job),
-                views.history_table(job), views.result_markdown(job), val_grid(job), job.version if job else 0,
-                *(model_picker() if finished else (gr.skip(),) * 3))
+        job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
+                    *models.outputs]
+        settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
+                       gamma_in, frozen_in]
+        # "multiple": a second click reaches the server while the first one streams and gets its
+        # refusal; no concurrency limit, or it would queue behind the first click's stream.
+        train_btn.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
+                        trigger_mode="multiple", show_progress="hidden")
+        app.load(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
+        timer.tick(self.tick, self.seen, job_view, api_visibility="private", concurrency_limit=None,
+                   show_progress="hidden")
 
-    # -- train handlers ------------------------------------------------------------------------
+    def job_view(self, job: Job | None) -> dict:
+        """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
+        shown = {self.status: views.status_markdown(job), self.dataset_info: views.dataset_markdown(job),
+                 self.curves: views.training_figure(job), self.table: views.history_table(job),
+                 self.result: views.result_markdown(job), self.grid: val_grid(job),
+                 self.seen: job.version if job else 0}
+        if job is not None and not job.active:
+            shown.update(self.models.refreshed())
+        return shown
 
-    def train(dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
-        skip = (gr.skip(),) * len(train_view)
+    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
         try:
             if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
-                raise ValueError("every training setting needs a value")
-            choice = catalog.find_dataset(settings, dataset)
+                raise UserError("every training setting needs a value")
+            choice = catalog.find_dataset(self.settings, dataset)
             config = TrainConfig(data_dir=choice.path, arch=arch, mode=mode, epochs=int(epochs), lr=float(lr),
                                  momentum=float(momentum), batch_size=int(batch_size), step_size=int(step_size),
                                  gamma=float(gamma), frozen_epochs=int(frozen_epochs),
-                                 backbone_weights=catalog.find_backbone(settings, backbone).weights,
-                                 out_dir=str(settings.weights_dir))
-            job = jobs.start(config, prepare=choice.download if choice.download_to else None)
+                                 backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
+                                 out_dir=str(self.settings.weights_dir))
+            job = self.jobs.start(config, prepare=choice.download if choice.download_to else None)
         except JobBusy as e:
             gr.Warning(f"Not started: {e}.")
-            yield (f"⚠ **Not started:** {e}. The running job was not changed.", *skip)
+            yield {self.notice: f"⚠ **Not started:** {e}. The running job was not changed."}
             return
-        except ValueError as e:  # CatalogError and TrainConfig's checks
+        except UserError as e:  # a dataset or backbone the server does not offer, a setting out of range
             gr.Warning(f"Not started: {e}")
-            yield (f"⚠ **Not started:** {e}", *skip)
+            yield {self.notice: f"⚠ **Not started:** {e}"}
             return
-        yield ("", *render(job))
-        for job in jobs.follow(job.version):
-            yield (gr.skip(), *render(job))
+        yield {self.notice: "", **self.job_view(job)}
+        for job in self.jobs.follow(job.version):
+            yield self.job_view(job)
 
-    def follow(seen):
-        for job in jobs.follow(seen):
-            yield render(job)
+    def follow(self, seen: int):
+        for job in self.jobs.follow(seen):
+            yield self.job_view(job)
 
-    def tick(seen):
-        job = jobs.snapshot()
+    def tick(self, seen: int):
+        job = self.jobs.snapshot()
         if (job.version if job else 0) != seen:
-            return render(job)
+            return self.job_view(job)
         if job is not None and job.active:  # only the clock moved: redraw just the status line
-            return (views.status_markdown(job), *(gr.skip(),) * (len(train_view) - 1))
+            return {self.status: views.status_markdown(job)}
         return gr.skip()
 
-    def cancel():
-        if jobs.cancel():
+    def cancel(self) -> str:
+        if self.jobs.cancel():
             return "■ Cancel requested: training stops after the current batch; the best checkpoint so far is kept."
         return "Nothing to cancel: no training job is running."
 
-    def backbone_for(arch):
-        return catalog.backbone_for_arch(catalog.backbone_choices(settings), arch).value
+    def backbone_for(self, arch: str) -> str:
+        return catalog.backbone_for_arch(catalog.backbone_choices(self.settings), arch).value
 
-    def import_dataset(upload):
+    def dataset_picker(self, selected: str | None = None) -> gr.Dropdown:
+        """The dataset list read again; `selected`, or the default, chosen."""
+        fresh = catalog.dataset_choices(self.settings)
+        return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
+                           value=selected or catalog.default_dataset(fresh).path)
+
+    def import_dataset(self, upload: str | None) -> dict:
         if not upload:
-            return "", gr.Gallery(visible=False), gr.skip()
+            return {self.import_info: "", self.thumbs: gr.Gallery(visible=False)}
         try:
-            report = import_zip(upload, settings.data_root)
-        except DatasetError as e:  # the importer has removed everything it wrote
-            return f"⚠ **Not imported:** {e}. Nothing was kept.", gr.Gallery(None, visible=False), gr.skip()
-        return (views.import_markdown(report), gr.Gallery(views.thumbnail_items(report), visible=True),
-                dataset_picker(report.path))
+            report = import_zip(upload, self.settings.data_root)
+        except UserError as e:  # the importer has removed everything it wrote
+            return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
+                    self.thumbs: gr.Gallery(None, visible=False)}
+        return {self.import_info: views.import_markdown(report),
+                self.thumbs: gr.Gallery(views.thumbnail_items(report), visible=True),
+                self.dataset: self.dataset_picker(report.path)}
 
-    # -- predict handlers ----------------------------------------------------------------------
 
-    def predictor_for(model):
-        """The model's Predictor, or raises ValueError with what to do instead."""
-        try:
-            return catalog.load_predictor(catalog.check_checkpoint(settings, model))
-        except CatalogError as e:
-            raise ValueError(str(e) if catalog.checkpoint_choices(settings) else NO_MODEL) from None
+# -- Predict ---------------------------------------------------------------------------------------
 
-    def predict(model, files):
-        nothing = ([], None, "", views.predictions_table([]), [])
+def predictor_for(settings: Settings, model: str) -> Predictor:
+    """The model's Predictor, or a UserError saying what to do instead."""
+    try:
+        return catalog.load_predictor(catalog.check_checkpoint(settings, model))
+    except UserError:
+        if catalog.checkpoint_choices(settings):
+            raise
+        raise UserError(NO_MODEL) from None
+
+
+def val_root(predictor: Predictor) -> str:
+    """The model's dataset folder, or a UserError when its val images are not on this server."""
+    root = predictor.checkpoint.meta.get("dataset", {}).get("root")
+    if not root or not Path(root, "val").is_dir():
+        raise UserError(f"This model's dataset ({root or 'unknown'}) is no longer on this server, "
+                        "so there are no val images to use.")
+    return root
+
+
+class PredictTab:
+    """A model and images to classify: a labelled gallery, the selected image's confidences, one row
+    per file; or the model's predictions on random images of its val set."""
+
+    def __init__(self, settings: Settings, models: ModelPickers):
+        self.settings = settings
+        with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=320):
+                    models.predict.render()
+                    with gr.Row():
+                        models.note.render()
+                        refresh_btn = gr.Button("Refresh list", size="sm", scale=0, min_width=110,
+                                                elem_id="refresh-btn")
+                    refresh_btn.click(models.refreshed, None, models.outputs, api_name="models")
+                    files_in = gr.File(file_count="multiple", label="Images to classify (one or many)",
+                                       elem_id="files")
+                    self.problems = gr.Markdown(label="problems", elem_id="problems")
+                    self.confidences = gr.Label(label="Confidence for the selected image", elem_id="confidences")
+                    val_btn = gr.Button("Predictions on random val images", elem_id="val-btn")
+                with gr.Column(scale=2):
+                    self.gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
+                                              elem_id="gallery")
+                    self.results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
+                                                max_height=300, elem_id="results")
+                    val_samples = gr.Image(label="Random val images: predicted vs true", type="pil",
+                                           interactive=False, show_label=False, visible=False, elem_id="val-samples")
+            self.probabilities = gr.State([])  # per readable image, for the gallery's select event
+
+        shown = [self.gallery, self.confidences, self.problems, self.results, self.probabilities]
+        files_in.change(self.predict, [models.predict, files_in], shown, api_name="predict",
+                        concurrency_id="inference")
+        models.predict.input(self.predict, [models.predict, files_in], shown, api_visibility="private",
+                             concurrency_id="inference")
+        self.gallery.select(self.select, self.probabilities, self.confidences, api_visibility="private")
+        val_btn.click(self.random_val, models.predict, val_samples, api_name="random_val", concurrency_id="inference")
+
+    def predict(self, model: str, files: list[str] | None) -> dict:
         if not files:
-            return nothing
+            return self.predictions([])
         try:
-            predictor = predictor_for(model)
-        except ValueError as e:  # said next to the upload, rather than as an error badge on every output
-            return (*nothing[:2], f"⚠ {e}", *nothing[3:])
-        predictions = predictor.predict(files)
-        readable = [p for p in predictions if p.error is None]
-        return (views.gallery_items(predictions), readable[0].probabilities if readable else None,
-                views.problems_markdown(predictions), views.predictions_table(predictions),
-                [p.probabilities for p in readable])
+            predictor = predictor_for(self.settings, model)
+        except UserError as e:  # said next to the upload, rather than as an error badge on every output
+            return {**self.predictions([]), self.problems: f"⚠ {e}"}
+        return self.predictions(predictor.predict(files))
 
-    def select(probabilities, evt: gr.SelectData):
+    def predictions(self, predictions) -> dict:
+        readable = [p.probabilities for p in predictions if p.error is None]
+        return {self.gallery: views.gallery_items(predictions), self.confidences: readable[0] if readable else None,
+                self.problems: views.problems_markdown(predictions),
+                self.results: views.predictions_table(predictions), self.probabilities: readable}
+
+    def select(self, probabilities: list[dict], evt: gr.SelectData) -> dict:
         return probabilities[evt.index]
 
-    def val_root(predictor) -> str:
-        """The model's dataset folder, or raises ValueError when its val images are not on this server."""
-        root = predictor.checkpoint.meta.get("dataset", {}).get("root")
-        if not root or not Path(root, "val").is_dir():
-            raise ValueError(f"This model's dataset ({root or 'unknown'}) is no longer on this server, "
-                             "so there are no val images to use.")
-        return root
-
-    def random_val(model):
+    def random_val(self, model: str) -> gr.Image:
         try:
-            predictor = predictor_for(model)
+            predictor = predictor_for(self.settings, model)
             root = val_root(predictor)
-        except ValueError as e:
-            raise gr.Error(str(e).replace("**", ""))
+        except UserError as e:
+            raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
         return gr.Image(views.figure_image(val_sample_figure(predictor, root, VAL_GRID_IMAGES)), visible=True)
 
-    def refresh_lists():
-        return dataset_picker(), *model_picker()
 
-    # -- evaluate & export handlers ------------------------------------------------------------
+# -- Evaluate & export -----------------------------------------------------------------------------
 
-    def show_model(model):
+class EvaluateTab:
+    """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
+    numbers, mistakes); the checkpoint or its .pt2 export to download."""
+
+    def __init__(self, settings: Settings, models: ModelPickers):
+        self.settings = settings
+        with gr.Tab("Evaluate & export", id="evaluate", elem_id="tab-evaluate"), gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                models.evaluate.render()
+                self.model_card = gr.Markdown(NO_MODEL, label="model", elem_id="model-card")
+                eval_btn = gr.Button("Evaluate on its val set", variant="primary", elem_id="eval-btn")
+                gr.Markdown("**Take the model away**")
+                with gr.Row():
+                    download_btn = gr.Button("Download checkpoint", scale=3, elem_id="download-btn")
+                    export_btn = gr.Button("Export (.pt2)", scale=2, elem_id="export-btn")
+                self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
+                self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
+            with gr.Column(scale=2):
+                self.model_curves = gr.Plot(label="curves", show_label=False, visible=False, elem_id="model-curves")
+                self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
+                with gr.Row():
+                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
+                    self.per_class = gr.Dataframe(headers=views.PER_CLASS_COLUMNS, label="Per class",
+                                                  interactive=False, visible=False, elem_id="per-class")
+                self.mistakes = gr.Gallery(label="Mistakes, worst first", columns=3, object_fit="contain",
+                                           visible=False, elem_id="mistakes")
+
+        evaluation = [self.summary, self.confusion, self.per_class, self.mistakes]
+        takeaway = [self.model_file, self.model_file_note]
+        models.evaluate.change(self.show_model, models.evaluate, [self.model_card, self.model_curves, *evaluation,
+                                                                  *takeaway], api_name="model_info")
+        eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
+        download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
+        export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
+
+    def show_model(self, model: str) -> dict:
         """The model's card and curves; what was shown for the previous model is cleared."""
-        cleared = (*no_evaluation(""), gr.File(None, visible=False), "")
+        cleared = {**self.no_evaluation(""), self.model_file: gr.File(None, visible=False), self.model_file_note: ""}
         try:
-            meta = load_checkpoint(catalog.check_checkpoint(settings, model)).meta
-        except ValueError as e:  # CatalogError, CheckpointError
-            card = f"⚠ {e}" if catalog.checkpoint_choices(settings) else NO_MODEL
-            return card, gr.Plot(None, visible=False), *cleared
-        return views.model_markdown(meta), gr.Plot(views.checkpoint_figure(meta), visible=True), *cleared
+            meta = load_checkpoint(catalog.check_checkpoint(self.settings, model)).meta
+        except UserError as e:
+            card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings) else NO_MODEL
+            return {self.model_card: card, self.model_curves: gr.Plot(None, visible=False), **cleared}
+        return {self.model_card: views.model_markdown(meta),
+                self.model_curves: gr.Plot(views.checkpoint_figure(meta), visible=True), **cleared}
 
-    def no_evaluation(summary):
-        return summary, gr.Plot(None, visible=False), gr.Dataframe(visible=False), gr.Gallery(None, visible=False)
+    def no_evaluation(self, summary: str) -> dict:
+        return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
+                self.per_class: gr.Dataframe(visible=False), self.mistakes: gr.Gallery(None, visible=False)}
 
-    def evaluate(model):
+    def evaluate(self, model: str) -> dict:
         try:
-            predictor = predictor_for(model)
+            predictor = predictor_for(self.settings, model)
             evaluation = predictor.evaluate(val_root(predictor), "val")
-        except ValueError as e:  # no such model, dataset gone or changed (DatasetError is a ValueError)
-            return no_evaluation(f"⚠ {e}")
+        except UserError as e:  # no such model, its dataset gone or changed
+            return self.no_evaluation(f"⚠ {e}")
         mistakes = views.mistake_items(evaluation)
-        return (views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
-                gr.Plot(views.confusion_figure(evaluation), visible=True),
-                gr.Dataframe(views.per_class_table(evaluation), visible=True),
-                gr.Gallery(mistakes, visible=bool(mistakes)))
+        return {self.summary: views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
+                self.confusion: gr.Plot(views.confusion_figure(evaluation), visible=True),
+                self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),
+                self.mistakes: gr.Gallery(mistakes, visible=bool(mistakes))}
 
-    def takeaway(model, fetch):
+    def download(self, model: str) -> dict:
+        return self.takeaway(model, catalog.check_checkpoint)
+
+    def export(self, model: str) -> dict:
+        return self.takeaway(model, catalog.exported_program)
+
+    def takeaway(self, model: str, fetch) -> dict:
+        """`fetch(settings, checkpoint)`'s file to download, with how to use it."""
         try:
-            checkpoint = catalog.check_checkpoint(settings, model)
-            path = fetch(settings, checkpoint)
-        except ValueError as e:  # CatalogError, CheckpointError
-            raise gr.Error(str(e))
-        return gr.File(path, visible=True), views.takeaway_markdown(path, load_checkpoint(checkpoint).meta)
-
-    def download(model):
-        return takeaway(model, catalog.check_checkpoint)
-
-    def export(model):
-        return takeaway(model, catalog.exported_program)
-
-    # -- layout --------------------------------------------------------------------------------
-
-    with gr.Blocks(title="Ants vs bees · transfer learning", analytics_enabled=False) as app:
-        gr.Markdown("# Ants vs bees · transfer learning\nTrain an ImageNet backbone on an image folder, "
-                    "watch it learn, classify your own pictures, see where it errs and take the model away.")
-        seen = gr.State(-1)
-        with gr.Tabs():
-            with gr.Tab("Train", id="train", elem_id="tab-train"):
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=320):
-                        dataset_in = gr.Dropdown([(c.label, c.path) for c in datasets], label="Dataset",
-                                                 value=catalog.default_dataset(datasets).path,
-                                                 allow_custom_value=True, elem_id="dataset")
-                        with gr.Accordion("Add your own dataset (.zip)", open=False, elem_id="own-data"):
-                            gr.Markdown(views.UPLOAD_HELP)
-                            upload_in = gr.File(file_types=[".zip"], label="Dataset zip", height=100,
-                                                elem_id="upload")
-                            import_info = gr.Markdown(label="import", elem_id="import-info")
-                            thumbs = gr.Gallery(label="A few training images per class",
-                                                columns=views.THUMBNAILS_SHOWN, object_fit="cover", visible=False,
-                                                elem_id="thumbs")
-                        arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
-                        backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],
-                                                  value=catalog.backbone_for_arch(backbones, arch).value,
-                                                  label="Start from weights", allow_custom_value=True,
-                                                  elem_id="backbone")
-                        # On a CPU (a free Space) fine-tuning costs minutes per epoch while the fixed
-                        # extractor caches its features and finishes in seconds: default to what works.
-                        on_cpu = pick_device().type == "cpu"
-                        mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
-                                           value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
-                                           info="On this CPU the fixed extractor takes seconds; fine-tuning "
-                                                "takes minutes per epoch." if on_cpu else None, elem_id="mode")
-                        with gr.Accordion("Hyperparameters", open=True):
-                            with gr.Row():
-                                epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1,
-                                                      maximum=1000, elem_id="epochs")
-                                batch_in = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
-                                                     minimum=1, maximum=512, elem_id="batch-size")
-                            with gr.Row():
-                                lr_in = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=1e-7, maximum=10,
-                                                  step=0.0005, elem_id="lr")
-                                momentum_in = gr.Number(DEFAULTS.momentum, label="Momentum", minimum=0,
-                                                        maximum=0.999, step=0.05, elem_id="momentum")
-                            with gr.Row():
-                                step_in = gr.Number(DEFAULTS.step_size, label="LR step size (epochs)", precision=0,
-                                                    minimum=1, maximum=1000, elem_id="step-size")
-                                gamma_in = gr.Number(DEFAULTS.gamma, label="LR gamma", minimum=0.0001, maximum=1,
-                                                     step=0.05, elem_id="gamma")
-                            frozen_in = gr.Number(DEFAULTS.frozen_epochs, label="Frozen epochs (progressive mode "
-                                                  "only: head-only epochs before unfreezing)", precision=0,
-                                                  minimum=1, maximum=1000, elem_id="frozen-epochs")
-                        gr.Markdown(f"**Device:** {describe_device(pick_device())}", elem_id="device")
-                        with gr.Row():
-                            train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
-                            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-                        notice = gr.Markdown(label="notice", elem_id="notice")
-                    with gr.Column(scale=2):
-                        status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
-                        dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
-                        curves = gr.Plot(label="curves", show_label=False, elem_id="curves")
-                        table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
-                                             interactive=False, max_height=300, elem_id="history")
-                        result = gr.Markdown(label="result", elem_id="result")
-                        grid = gr.Image(label="val_predictions", show_label=False, type="pil", interactive=False,
-                                        visible=False, elem_id="val-grid")
-            with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=320):
-                        model_in = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model")
-                        with gr.Row():
-                            model_note = gr.Markdown(label="model_note", elem_id="model-note")
-                            refresh_btn = gr.Button("Refresh list", size="sm", scale=0, min_width=110,
-                                                    elem_id="refresh-btn")
-                        files_in = gr.File(file_count="multiple", label="Images to classify (one or many)",
-                                           elem_id="files")
-                        problems = gr.Markdown(label="problems", elem_id="problems")
-                        confidences = gr.Label(label="Confidence for the selected image", elem_id="confidences")
-                        val_btn = gr.Button("Predictions on random val images", elem_id="val-btn")
-                    with gr.Column(scale=2):
-                        gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
-                                             elem_id="gallery")
-                        results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
-                                               max_height=300, elem_id="results")
-                        val_samples = gr.Image(label="Random val images: predicted vs true", type="pil",
-                                               interactive=False, show_label=False, visible=False,
-                                               elem_id="val-samples")
-                probabilities = gr.State([])
-            with gr.Tab("Evaluate & export", id="evaluate", elem_id="tab-evaluate"):
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=320):
-                        eval_model_in = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="eval-model")
-                        model_card = gr.Markdown(NO_MODEL, label="model", elem_id="model-card")
-                        eval_btn = gr.Button("Evaluate on its val set", variant="primary", elem_id="eval-btn")
-                        gr.Markdown("**Take the model away**")
-                        with gr.Row():
-                            download_btn = gr.Button("Download checkpoint", scale=3, elem_id="download-btn")
-                            export_btn = gr.Button("Export (.pt2)", scale=2, elem_id="export-btn")
-                        model_file = gr.File(label="Model file", interactive=False, visible=False,
-                                             elem_id="model-file")
-                        model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
-                    with gr.Column(scale=2):
-                        model_curves = gr.Plot(label="curves", show_label=False, visible=False,
-                                               elem_id="model-curves")
-                        eval_summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
-                        with gr.Row():
-                            confusion = gr.Plot(label="confusion", show_label=False, visible=False,
-                                                elem_id="confusion")
-                            per_class = gr.Dataframe(headers=views.PER_CLASS_COLUMNS, label="Per class",
-                                                     interactive=False, visible=False, elem_id="per-class")
-                        mistakes = gr.Gallery(label="Mistakes, worst first", columns=3, object_fit="contain",
-                                              visible=False, elem_id="mistakes")
-        timer = gr.Timer(1.0)
-
-        # -- wiring ----------------------------------------------------------------------------
-        pickers = [model_in, model_note, eval_model_in]
-        train_view = [status, dataset_info, curves, table, result, grid, seen, *pickers]
-        settings_in = [dataset_in, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in,
-                       step_in, gamma_in, frozen_in]
-        # "multiple": a second click reaches the server while the first one streams and gets its
-        # refusal; no concurrency limit, or it would queue behind the first click's stream.
-        train_btn.click(train, settings_in, [notice, *train_view], api_name="train", concurrency_limit=None,
-                        trigger_mode="multiple", show_progress="hidden")
-        cancel_btn.click(cancel, None, notice, api_name="cancel", concurrency_limit=None)
-        app.load(follow, seen, train_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
-        timer.tick(tick, seen, train_view, api_visibility="private", concurrency_limit=None, show_progress="hidden")
-        arch_in.input(backbone_for, arch_in, backbone_in, api_visibility="private")
-        app.load(refresh_lists, None, [dataset_in, *pickers], api_visibility="private")
-        upload_in.upload(import_dataset, upload_in, [import_info, thumbs, dataset_in], api_name="import_dataset")
-
-        predict_out = [gallery, confidences, problems, results, probabilities]
-        files_in.change(predict, [model_in, files_in], predict_out, api_name="predict", concurrency_id="inference")
-        model_in.input(predict, [model_in, files_in], predict_out, api_visibility="private",
-                       concurrency_id="inference")
-        gallery.select(select, probabilities, confidences, api_visibility="private")
-        val_btn.click(random_val, model_in, val_samples, api_name="random_val", concurrency_id="inference")
-        refresh_btn.click(model_picker, None, pickers, api_name="models")
-
-        evaluation_view = [eval_summary, confusion, per_class, mistakes]
-        eval_model_in.change(show_model, eval_model_in, [model_card, model_curves, *evaluation_view, model_file,
-                                                         model_file_note], api_name="model_info")
-        eval_btn.click(evaluate, eval_model_in, evaluation_view, api_name="evaluate", concurrency_id="inference")
-        download_btn.click(download, eval_model_in, [model_file, model_file_note], api_name="download_checkpoint")
-        export_btn.click(export, eval_model_in, [model_file, model_file_note], api_name="export",
-                         concurrency_id="inference")
-    return app
+            checkpoint = catalog.check_checkpoint(self.settings, model)
+            path = fetch(self.settings, checkpoint)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        return {self.model_file: gr.File(path, visible=True),
+                self.model_file_note: views.takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

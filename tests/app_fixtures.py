@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 from bees_ants.catalog import Settings  # noqa: E402
-from conftest import COLOURS, make_dataset, write_image, write_zip  # noqa: E402
+from conftest import COLOURS, free_port, make_dataset, write_image, write_zip  # noqa: E402
 
 
 def app_settings(root: Path) -> Settings:
@@ -31,12 +30,6 @@ def dataset_zip(path: Path, sizes: dict[str, int], extra: dict[str, bytes] | Non
             image = write_image(path.parent / f"{path.stem}-images" / cls / f"{i}.png", COLOURS[cls], seed=100 * k + i)
             members[f"{cls}/{cls}_{i}.png"] = image.read_bytes()
     return write_zip(path, {**members, **(extra or {})})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -1,13 +1,17 @@
-"""Shared fixtures: small synthetic image folders whose classes a random-init model can separate."""
+"""Shared fixtures and helpers: small synthetic image folders whose classes a random-init model can
+separate, a small training config for them, a free local port."""
 from __future__ import annotations
 
 import os
+import socket
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from bees_ants.train import TrainConfig
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -45,6 +49,19 @@ def write_zip(path: Path, members: dict) -> Path:
     return path
 
 
+def small_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    """A run that takes seconds on a CPU: fixed resnet18 from random weights, checkpoints in out/weights."""
+    base = dict(data_dir=str(data), arch="resnet18", mode="fixed", epochs=3, lr=0.02, batch_size=4,
+                backbone_weights=None, out_dir=str(out / "weights"))
+    return TrainConfig(**{**base, **overrides})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     """train/{ants,bees} x 8 and val/{ants,bees} x 4 coloured-noise PNGs."""
@@ -54,11 +71,9 @@ def tiny_dataset(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint trained once per session on a tiny dataset (fixed mode, random resnet18)."""
-    from bees_ants.train import TrainConfig, TrainingRun
+    from bees_ants.train import TrainingRun
 
     root = tmp_path_factory.mktemp("ckpt")
-    data = make_dataset(root / "data")
-    run = TrainingRun(TrainConfig(data_dir=str(data), arch="resnet18", mode="fixed", epochs=6, lr=0.02, batch_size=4,
-                                  backbone_weights=None, out_dir=str(root / "weights")))
+    run = TrainingRun(small_config(make_dataset(root / "data"), root, epochs=6))
     list(run)
     return Path(run.checkpoint_path)

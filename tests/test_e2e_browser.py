@@ -60,6 +60,7 @@ def open_page(browser, url):
     return page
 
 
+@pytest.mark.timeout(600)  # two training runs and every tab, at browser speed on a loaded machine
 def test_train_watch_reload_cancel_predict_evaluate_export(browser, server, tmp_path):
     url, settings = server
     SCREENS.mkdir(parents=True, exist_ok=True)

@@ -7,16 +7,10 @@ from bees_ants import jobs as jobs_mod
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.data import DatasetError
 from bees_ants.jobs import Job, JobManager, JobRefused
-from bees_ants.train import EpochRecord, TrainConfig
-from conftest import COLOURS, write_image
+from bees_ants.train import EpochRecord
+from conftest import COLOURS, small_config, write_image
 
 ALICE, BOB, CAROL = "alice-key", "bob-key", "carol-key"
-
-
-def config(data, tmp_path, **kw):
-    base = dict(data_dir=str(data), arch="resnet18", mode="fixed", epochs=3, lr=0.02, batch_size=4,
-                backbone_weights=None, out_dir=str(tmp_path / "weights"))
-    return TrainConfig(**{**base, **kw})
 
 
 def run_to_end(manager, owner=ALICE, seen=-1):
@@ -35,7 +29,7 @@ def first_epoch(manager, owner):
 def test_job_runs_in_background_and_followers_see_every_stage(tiny_dataset, tmp_path):
     manager = JobManager(state_dir=tmp_path / "jobs")
     assert manager.latest(ALICE) is None and not manager.cancel(ALICE)
-    started = manager.submit(ALICE, config(tiny_dataset, tmp_path))
+    started = manager.submit(ALICE, small_config(tiny_dataset, tmp_path))
     assert started.owner == ALICE and started.active
     snapshots = run_to_end(manager)
     final = snapshots[-1]
@@ -54,16 +48,16 @@ def test_job_runs_in_background_and_followers_see_every_stage(tiny_dataset, tmp_
 
 def test_a_second_visitor_queues_with_a_position_and_starts_when_the_first_is_cancelled(tiny_dataset, tmp_path):
     manager = JobManager(max_running=1, state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
     first_epoch(manager, ALICE)
-    queued = manager.submit(BOB, config(tiny_dataset, tmp_path, epochs=2))
+    queued = manager.submit(BOB, small_config(tiny_dataset, tmp_path, epochs=2))
     assert queued.status == "queued" and queued.queue_position == 1
     assert queued.starts_in > 0  # Alice's run is far from done
     # One job per visitor: a second click is refused and says where the first one stands.
     with pytest.raises(JobRefused, match=r"you already have a training job \(queued, position 1\)"):
-        manager.submit(BOB, config(tiny_dataset, tmp_path))
+        manager.submit(BOB, small_config(tiny_dataset, tmp_path))
     with pytest.raises(JobRefused, match=r"you already have a training job \(epoch \d+ of 500 done\)"):
-        manager.submit(ALICE, config(tiny_dataset, tmp_path))
+        manager.submit(ALICE, small_config(tiny_dataset, tmp_path))
     # Cancel is per visitor: Carol has nothing to cancel, and Bob's cancel would only touch Bob's.
     assert not manager.cancel(CAROL)
     assert manager.latest(ALICE).status == "running" and not manager.latest(ALICE).cancel_requested
@@ -77,14 +71,14 @@ def test_a_second_visitor_queues_with_a_position_and_starts_when_the_first_is_ca
 
 def test_queue_is_bounded_and_a_queued_job_can_be_cancelled_before_it_starts(tiny_dataset, tmp_path):
     manager = JobManager(max_running=1, max_queued=1, state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
-    manager.submit(BOB, config(tiny_dataset, tmp_path))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
+    manager.submit(BOB, small_config(tiny_dataset, tmp_path))
     with pytest.raises(JobRefused, match=r"queue is full \(1 jobs waiting\)"):
-        manager.submit(CAROL, config(tiny_dataset, tmp_path))
+        manager.submit(CAROL, small_config(tiny_dataset, tmp_path))
     assert manager.cancel(BOB)
     bob = manager.latest(BOB)
     assert bob.status == "cancelled" and bob.started is None and bob.history == []
-    manager.submit(CAROL, config(tiny_dataset, tmp_path))  # room again
+    manager.submit(CAROL, small_config(tiny_dataset, tmp_path))  # room again
     assert manager.latest(CAROL).queue_position == 1
     manager.cancel(CAROL)
     manager.cancel(ALICE)
@@ -93,8 +87,8 @@ def test_queue_is_bounded_and_a_queued_job_can_be_cancelled_before_it_starts(tin
 
 def test_two_runners_train_two_visitors_at_once(tiny_dataset, tmp_path):
     manager = JobManager(max_running=2, state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tiny_dataset, tmp_path, epochs=2))
-    bob = manager.submit(BOB, config(tiny_dataset, tmp_path, epochs=2))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=2))
+    bob = manager.submit(BOB, small_config(tiny_dataset, tmp_path, epochs=2))
     assert bob.status != "queued" and bob.queue_position is None
     assert run_to_end(manager, ALICE)[-1].status == "completed"
     assert run_to_end(manager, BOB)[-1].status == "completed"
@@ -103,7 +97,7 @@ def test_two_runners_train_two_visitors_at_once(tiny_dataset, tmp_path):
 def test_a_restart_reports_running_jobs_as_interrupted_and_keeps_their_checkpoint(tiny_dataset, tmp_path):
     state = tmp_path / "jobs"
     before = JobManager(state_dir=state)
-    before.submit(ALICE, config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
+    before.submit(ALICE, small_config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
     running = first_epoch(before, ALICE)
     after = JobManager(state_dir=state)  # a new server process reading the same state folder
     job = after.latest(ALICE)
@@ -112,7 +106,7 @@ def test_a_restart_reports_running_jobs_as_interrupted_and_keeps_their_checkpoin
     assert job.checkpoint_path == running.checkpoint_path
     assert load_checkpoint(job.checkpoint_path).meta["history"]  # the best-so-far model is whole
     assert after.latest(BOB) is None
-    after.submit(ALICE, config(tiny_dataset, tmp_path, epochs=1))  # an interrupted job does not block
+    after.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=1))  # an interrupted job does not block
     assert run_to_end(after, ALICE)[-1].status == "completed"
     before.cancel(ALICE)  # stop the old "server"'s thread
     assert run_to_end(before, ALICE)[-1].status == "cancelled"
@@ -122,7 +116,7 @@ def test_dataset_error_in_thread_becomes_a_failed_job(tmp_path):
     for split in ("train", "val"):
         write_image(tmp_path / "one" / split / "ants" / "a.png", COLOURS["ants"])
     manager = JobManager(state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tmp_path / "one", tmp_path))
+    manager.submit(ALICE, small_config(tmp_path / "one", tmp_path))
     final = run_to_end(manager)[-1]
     assert final.status == "failed" and "at least 2" in final.error
     assert final.checkpoint_path is None
@@ -133,7 +127,7 @@ def test_prepare_runs_first_in_the_thread_and_its_error_is_reported(tmp_path):
         raise DatasetError("could not be downloaded (offline)")
 
     manager = JobManager(state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tmp_path / "missing", tmp_path), prepare=offline)
+    manager.submit(ALICE, small_config(tmp_path / "missing", tmp_path), prepare=offline)
     final = run_to_end(manager)[-1]
     assert final.status == "failed" and final.error == "could not be downloaded (offline)"
 
@@ -148,11 +142,11 @@ def test_unexpected_exception_is_captured_and_manager_keeps_working(tiny_dataset
 
     monkeypatch.setattr(jobs_mod, "TrainingRun", Broken)
     manager = JobManager(state_dir=tmp_path / "jobs")
-    manager.submit(ALICE, config(tiny_dataset, tmp_path))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path))
     final = run_to_end(manager)[-1]
     assert final.status == "failed" and final.error == "unexpected error: RuntimeError: boom"
     monkeypatch.undo()
-    manager.submit(ALICE, config(tiny_dataset, tmp_path, epochs=1))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=1))
     assert run_to_end(manager)[-1].status == "completed"
 
 
@@ -160,7 +154,7 @@ def test_a_time_limit_stops_the_run_like_a_cancel_and_says_why(tiny_dataset, tmp
     # ZeroGPU gives a run a fixed GPU budget; the run stops itself before it runs out.
     monkeypatch.setattr(jobs_mod, "training_duration", lambda config: jobs_mod.STOP_MARGIN_SECONDS + 0.001)
     manager = JobManager(state_dir=tmp_path / "jobs", request_bound=True)
-    manager.submit(ALICE, config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
     final = run_to_end(manager)[-1]
     assert final.status == "cancelled" and len(final.history) < 500
     assert "GPU time this Space gives one run" in final.error
@@ -170,7 +164,7 @@ def test_eta_comes_from_the_last_epoch_time(tmp_path):
     def record(epoch, seconds):
         return EpochRecord(epoch, 10, 0.5, 0.5, 0.5, 0.5, 0.001, seconds, 0.5, 1)
 
-    job = Job(id=1, owner=ALICE, config=config(tmp_path, tmp_path, epochs=10), device="cpu", submitted=90.0,
+    job = Job(id=1, owner=ALICE, config=small_config(tmp_path, tmp_path, epochs=10), device="cpu", submitted=90.0,
               started=100.0, status="running")
     assert job.eta() is None  # nothing to go on before the first epoch
     job.history = [record(1, 30.0), record(2, 2.0)]  # fixed mode: features cached after the first views
