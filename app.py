@@ -1,20 +1,20 @@
 """Serve the app: `python app.py` (also the Hugging Face Spaces entry point).
 
 Listens on 0.0.0.0 so it is reachable in a container or a Space; the port comes from
-GRADIO_SERVER_PORT (default 7860). Dataset and weights locations: see bees_ants/catalog.py.
+GRADIO_SERVER_PORT (default 7860). Locations and limits: bees_ants/settings.py.
 """
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
-from bees_ants.catalog import Settings  # noqa: E402
+from bees_ants.settings import Settings  # noqa: E402
 from bees_ants.ui import CSS, build_app  # noqa: E402
 
 if __name__ == "__main__":
     settings = Settings.from_env()
-    # Checkpoints are offered for download, and Gradio only serves files from the working directory,
-    # the temp directory and allowed_paths: the weights folder may be elsewhere (a Space's /data).
+    # Nothing in the weights folder or the data root is served by URL: visitors' files are private,
+    # and downloads are handed over as copies (catalog.download_copy).
     # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
     build_app(settings).launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                                css=CSS, ssr_mode=False, max_file_size="500mb", show_error=True,
-                               allowed_paths=[str(settings.weights_dir)])
+                               blocked_paths=[str(settings.weights_dir.resolve()), str(settings.data_root.resolve())])

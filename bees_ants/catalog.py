@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +56,12 @@ def prepared_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name != PRIVATE_FOLDER and is_prepared(p))
 
 
-def dataset_choices(settings: Settings, visitor: Visitor) -> list[DatasetChoice]:
-    """The tutorial's ants/bees set first, then the visitor's own uploads, then the shared
-    prepared folders in the data root, then extras."""
+def dataset_choices(settings: Settings, visitor: Visitor | None) -> list[DatasetChoice]:
+    """The tutorial's ants/bees set first, then the visitor's own uploads (none before we know
+    who it is), then the shared prepared folders in the data root, then extras."""
     tutorial = settings.data_root / "hymenoptera_data"
-    found = [tutorial, *prepared_folders(visitor.folder(settings.data_root)), *prepared_folders(settings.data_root)]
+    own = prepared_folders(visitor.folder(settings.data_root)) if visitor else []
+    found = [tutorial, *own, *prepared_folders(settings.data_root)]
     found += [p for p in settings.dataset_dirs if is_prepared(p)]
     by_path: dict[Path, Path] = {}
     for p in found:
@@ -95,6 +98,13 @@ def find_dataset(settings: Settings, visitor: Visitor, path: str) -> DatasetChoi
         if choice.path == path:
             return choice
     raise CatalogError("choose a dataset from the list (or add your own as a .zip)")
+
+
+def check_choice(value, allowed, what: str) -> str:
+    """`value` if it is one of `allowed`; otherwise the usual refusal, without echoing it back."""
+    if not isinstance(value, str) or value not in allowed:
+        raise CatalogError(f"choose a {what} from the list")
+    return value
 
 
 def upload_folder(settings: Settings, visitor: Visitor) -> Path:
@@ -151,7 +161,7 @@ def find_backbone(settings: Settings, value: str) -> BackboneChoice:
     for choice in backbone_choices(settings):
         if choice.value == value:
             return choice
-    raise CatalogError(f"'{value}' is not one of the backbone weights this server offers")
+    raise CatalogError("choose starting weights from the list")
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -205,6 +215,19 @@ def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
     if not program.is_file() or program.stat().st_mtime < os.path.getmtime(checkpoint):
         export_program(checkpoint, program)
     return str(program)
+
+
+def download_copy(path: str) -> str:
+    """A copy of `path` in a fresh temporary folder, for the app to hand to a browser. The weights
+    folder is never served by URL (a half-written temp file or another visitor's model could be
+    fetched by name); a copy is, under the random name the web framework gives it."""
+    folder = Path(tempfile.mkdtemp(prefix="bees_ants-download-"))
+    target = folder / Path(path).name
+    try:
+        os.link(path, target)  # same filesystem: no bytes copied; the original stays untouched
+    except OSError:
+        shutil.copyfile(path, target)
+    return str(target)
 
 
 def load_predictor(path: str) -> Predictor:

@@ -127,7 +127,8 @@ class CancelFlag:
 def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
     """Scan, then train, yielding ("scanned", classes, counts, skipped), ("progress", stage,
     done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
-    seconds pass first (the run then stops as if cancelled), and last ("end", status). Takes only
+    seconds pass first (the run then stops as if cancelled), and last ("end", status) -- or
+    ("failed", reason) for a problem the user can fix (a bad dataset, weights that do not fit). Takes only
     a config, a path and a number, so it can run in a forked GPU worker (ZeroGPU) as well as in a
     thread here."""
     events: queue.SimpleQueue = queue.SimpleQueue()
@@ -144,7 +145,9 @@ def training_events(config: TrainConfig, cancel_path: str, time_limit: float | N
             for record in run:
                 events.put(("epoch", record, run.checkpoint_path))
             events.put(("end", run.status))
-        except BaseException as e:  # handed to the consumer, which decides what it means
+        except UserError as e:  # as text: on ZeroGPU only that crosses back from the GPU worker
+            events.put(("failed", str(e)))
+        except BaseException as e:  # a bug: raised in the consumer, with its traceback
             events.put(("error", e))
         finally:
             events.put(done)
@@ -402,6 +405,8 @@ class JobManager:
                 self._update(job, cancel_requested=True,
                              error=f"stopped after {event[1]:.0f} s, the GPU time this Space gives one run; "
                                    "the best checkpoint so far is kept")
+            elif kind == "failed":
+                raise UserError(event[1])
             elif kind == "end":
                 status = event[1]
         return status

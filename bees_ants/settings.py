@@ -11,11 +11,15 @@ elsewhere without code changes:
   BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
                                (the CLI's --backbone-weights default when it names a file)
   BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
-                               an exported program is written next to its checkpoint (.pt2)
+                               an exported program is written next to its checkpoint (.pt2);
+                               the app keeps its job records and its browser key in it too
+  BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
+  BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
 """
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,25 @@ class Settings:
     dataset_dirs: tuple[Path, ...] = ()
     backbone_weights: Path | None = None
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
+    max_running: int = 1
+    max_queued: int = 10
+
+    @property
+    def jobs_dir(self) -> Path:
+        """The app's job records, so a restart can tell visitors what happened to their runs."""
+        return self.weights_dir / ".jobs"
+
+    def browser_secret(self) -> str:
+        """The key that encrypts each browser's visitor id in its localStorage. Kept in the
+        weights folder, so visitors keep their id (and their models) across restarts."""
+        path = self.weights_dir / ".browser-secret"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_urlsafe(32))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        return path.read_text().strip()
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -36,4 +59,6 @@ class Settings:
         weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
         return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
                    backbone_weights=Path(weights) if weights else None,
-                   weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR))
+                   weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
+                   max_running=int(env.get("BEES_ANTS_MAX_RUNNING") or 1),
+                   max_queued=int(env.get("BEES_ANTS_MAX_QUEUED") or 10))

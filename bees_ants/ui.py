@@ -32,10 +32,12 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .device import describe_device, pick_device
 from .errors import UserError
 from .importer import import_zip
-from .jobs import Job, JobBusy, JobManager
-from .models import ARCHS
+from .jobs import Job, JobManager
+from .config import ARCHS, MODES
 from .predict import Predictor, val_sample_figure
 from .train import TrainConfig
+from .visitors import Visitor, identify, new_browser_id
+from .zerogpu import max_gpu_seconds, on_zero_gpu
 
 DEFAULTS = TrainConfig(data_dir="")
 VAL_GRID_IMAGES = 8
@@ -48,36 +50,80 @@ CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 
 def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
-    jobs = jobs or JobManager()
+    jobs = jobs or JobManager(settings.max_running, settings.max_queued, settings.jobs_dir,
+                              request_bound=on_zero_gpu())
+    visitors = Visitors()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
-                    "your own pictures, see where it errs and take the model away.")
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
+                        "your own pictures, see where it errs and take the model away.")
+            if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true
+                gr.LoginButton(scale=0, min_width=220)
+        who = gr.Markdown(elem_id="visitor")
+        browser_id = gr.BrowserState(None, storage_key="bees_ants_visitor", secret=settings.browser_secret())
         # The one link between tabs: Predict and Evaluate each show a model picker, and the Train
         # tab refreshes both when a run finishes, so its new checkpoint is picked there at once.
-        models = ModelPickers(settings)
+        models = ModelPickers(settings, visitors)
         with gr.Tabs():
-            TrainTab(app, settings, jobs, models)
-            PredictTab(settings, models)
-            EvaluateTab(settings, models)
-        # Another page may have trained or deleted a model since this one was served.
-        app.load(models.refreshed, None, models.outputs, api_visibility="private")
+            train = TrainTab(settings, jobs, visitors, models)
+            PredictTab(settings, visitors, models)
+            EvaluateTab(settings, visitors, models)
+        # First learn who this page belongs to, then show their things: their job, their datasets
+        # and models (another page may have changed them since this one was served).
+        (app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private")
+            .then(train.follow, train.seen, train.job_view_outputs, api_name="follow", concurrency_limit=None,
+                  show_progress="hidden"))
+        app.load(visitors.ready, None, None, api_visibility="private").then(
+            train.dataset_picker, None, train.dataset, api_visibility="private").then(
+            models.refreshed, None, models.outputs, api_visibility="private")
     return app
+
+
+class Visitors:
+    """Who is behind each request. A page tells us once, on load, which browser it is (an id kept
+    in the browser's localStorage, so it survives reloads and restarts); a signed-in Hugging Face
+    account wins over that; an API client is its session. Handlers call `of(request, profile)`."""
+
+    def __init__(self):
+        self._browsers: dict[str, str] = {}  # Gradio session hash -> browser id
+
+    def register(self, browser_id: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
+        browser_id = browser_id if identify(None, browser_id, None).identity.startswith("browser:") else None
+        browser_id = browser_id or new_browser_id()
+        self._browsers[request.session_hash] = browser_id
+        visitor = self.of(request, profile)
+        if visitor.signed_in:
+            text = f"Signed in as **{visitor.name}**: your datasets, runs and models are yours alone."
+        else:
+            text = ("Your datasets, runs and models are private to this browser"
+                    + (" (sign in to keep them across devices)." if os.environ.get("OAUTH_CLIENT_ID") else "."))
+        return browser_id, text
+
+    def ready(self):
+        """Nothing to do: chained after `register` has had its turn (load events start together)."""
+
+    def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
+        session = getattr(request, "session_hash", None)
+        return identify(profile.username if profile else None, self._browsers.get(session), session)
 
 
 class ModelPickers:
     """The checkpoint lists of the Predict and Evaluate tabs, and the Predict tab's note when there
     is no checkpoint yet. Created unrendered: each tab renders its own in its layout."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, visitors: Visitors):
+        self.settings, self.visitors = settings, visitors
         self.predict = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model", render=False)
         self.note = gr.Markdown(label="model_note", elem_id="model-note", render=False)
         self.evaluate = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="eval-model", render=False)
         self.outputs = [self.predict, self.note, self.evaluate]  # the /models endpoint's outputs, in order
 
-    def refreshed(self) -> dict:
-        """Both lists read again from the weights folder, the newest checkpoint selected."""
-        choices = catalog.checkpoint_choices(self.settings)
+    def refreshed(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """Both lists read again, the newest of the visitor's checkpoints selected."""
+        return self.for_visitor(self.visitors.of(request, profile))
+
+    def for_visitor(self, visitor: Visitor) -> dict:
+        choices = catalog.checkpoint_choices(self.settings, visitor)
         newest = choices[0][1] if choices else None
         return {self.predict: gr.Dropdown(choices=choices, value=newest), self.note: "" if choices else NO_MODEL,
                 self.evaluate: gr.Dropdown(choices=choices, value=newest)}
@@ -101,14 +147,24 @@ def val_grid(job: Job | None) -> gr.Image:
     return gr.Image(image, visible=image is not None)  # no empty box while training
 
 
+def device_note(jobs: JobManager) -> str:
+    if jobs.request_bound:
+        return (f"**Device:** ZeroGPU — each run gets a GPU for at most {max_gpu_seconds()} s, counted against "
+                "your daily ZeroGPU quota. A run lives in this page: **leaving or reloading it stops the run** "
+                "(its best checkpoint so far is kept).")
+    queue = "one run at a time" if jobs.max_running == 1 else f"{jobs.max_running} runs at a time"
+    return (f"**Device:** {describe_device(pick_device())} · {queue}; other visitors' runs queue, and yours "
+            "keeps running if you close the page.")
+
+
 class TrainTab:
     """Dataset (or a zip of one), backbone, mode and hyperparameters; Train and Cancel; the job view
     (status, dataset, curves, epochs, result, val predictions), which also refreshes the model
     pickers when a job finishes."""
 
-    def __init__(self, app: gr.Blocks, settings: Settings, jobs: JobManager, models: ModelPickers):
-        self.settings, self.jobs, self.models = settings, jobs, models
-        datasets = catalog.dataset_choices(settings)
+    def __init__(self, settings: Settings, jobs: JobManager, visitors: Visitors, models: ModelPickers):
+        self.settings, self.jobs, self.visitors, self.models = settings, jobs, visitors, models
+        datasets = catalog.dataset_choices(settings, None)
         backbones = catalog.backbone_choices(settings)
         arch = catalog.default_arch(backbones)
         with gr.Tab("Train", id="train", elem_id="tab-train"), gr.Row():
@@ -124,16 +180,16 @@ class TrainTab:
                                              object_fit="cover", visible=False, elem_id="thumbs")
                 upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
                               api_name="import_dataset")
-                app.load(self.dataset_picker, None, self.dataset, api_visibility="private")
 
                 arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
                 backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],
                                           value=catalog.backbone_for_arch(backbones, arch).value,
                                           label="Start from weights", allow_custom_value=True, elem_id="backbone")
                 arch_in.input(self.backbone_for, arch_in, backbone_in, api_visibility="private")
-                # On a CPU (a free Space) fine-tuning costs minutes per epoch while the fixed
-                # extractor caches its features and finishes in seconds: default to what works.
-                on_cpu = pick_device().type == "cpu"
+                # On a CPU fine-tuning costs minutes per epoch while the fixed extractor caches its
+                # features and finishes in seconds: default to what works. (ZeroGPU: the app
+                # process must not look at CUDA; its runs get a GPU.)
+                on_cpu = not on_zero_gpu() and pick_device().type == "cpu"
                 mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
                                    value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
                                    info="On this CPU the fixed extractor takes seconds; fine-tuning "
@@ -157,7 +213,7 @@ class TrainTab:
                     frozen_in = gr.Number(DEFAULTS.frozen_epochs, label="Frozen epochs (progressive mode only: "
                                           "head-only epochs before unfreezing)", precision=0, minimum=1, maximum=1000,
                                           elem_id="frozen-epochs")
-                gr.Markdown(f"**Device:** {describe_device(pick_device())}", elem_id="device")
+                gr.Markdown(device_note(jobs), elem_id="device")
                 with gr.Row():
                     train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
@@ -177,96 +233,105 @@ class TrainTab:
 
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     *models.outputs]
+        self.job_view_outputs = job_view
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in]
         # "multiple": a second click reaches the server while the first one streams and gets its
         # refusal; no concurrency limit, or it would queue behind the first click's stream.
         train_btn.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
                         trigger_mode="multiple", show_progress="hidden")
-        app.load(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
         timer.tick(self.tick, self.seen, job_view, api_visibility="private", concurrency_limit=None,
                    show_progress="hidden")
 
-    def job_view(self, job: Job | None) -> dict:
+    def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
         shown = {self.status: views.status_markdown(job), self.dataset_info: views.dataset_markdown(job),
                  self.curves: views.training_figure(job), self.table: views.history_table(job),
                  self.result: views.result_markdown(job), self.grid: val_grid(job),
                  self.seen: job.version if job else 0}
         if job is not None and not job.active:
-            shown.update(self.models.refreshed())
+            shown.update(self.models.for_visitor(visitor))
         return shown
 
-    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
+    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
+              request: gr.Request, profile: gr.OAuthProfile | None):
+        visitor = self.visitors.of(request, profile)
         try:
             if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
                 raise UserError("every training setting needs a value")
-            choice = catalog.find_dataset(self.settings, dataset)
-            config = TrainConfig(data_dir=choice.path, arch=arch, mode=mode, epochs=int(epochs), lr=float(lr),
+            choice = catalog.find_dataset(self.settings, visitor, dataset)
+            config = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
+                                 mode=catalog.check_choice(mode, MODES, "mode"), epochs=int(epochs), lr=float(lr),
                                  momentum=float(momentum), batch_size=int(batch_size), step_size=int(step_size),
                                  gamma=float(gamma), frozen_epochs=int(frozen_epochs),
                                  backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
-                                 out_dir=str(self.settings.weights_dir))
-            job = self.jobs.start(config, prepare=choice.download if choice.download_to else None)
-        except JobBusy as e:
-            gr.Warning(f"Not started: {e}.")
-            yield {self.notice: f"⚠ **Not started:** {e}. The running job was not changed."}
+                                 out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
+            job = self.jobs.submit(visitor.key, config, prepare=choice.download if choice.download_to else None)
+        except (UserError, TypeError, ValueError) as e:  # TypeError/ValueError: int("x") of an odd API value
+            reason = e if isinstance(e, UserError) else "every training setting needs a number"
+            gr.Warning(f"Not started: {reason}")
+            yield {self.notice: f"⚠ **Not started:** {reason}"}
             return
-        except UserError as e:  # a dataset or backbone the server does not offer, a setting out of range
-            gr.Warning(f"Not started: {e}")
-            yield {self.notice: f"⚠ **Not started:** {e}"}
-            return
-        yield {self.notice: "", **self.job_view(job)}
-        for job in self.jobs.follow(job.version):
-            yield self.job_view(job)
+        yield {self.notice: "", **self.job_view(job, visitor)}
+        try:
+            for job in self.jobs.follow(visitor.key, job.version):
+                yield self.job_view(job, visitor)
+        finally:
+            # On ZeroGPU the run belongs to this request: a page that goes away takes it along.
+            if self.jobs.request_bound and job.active:
+                self.jobs.cancel(visitor.key)
 
-    def follow(self, seen: int):
-        for job in self.jobs.follow(seen):
-            yield self.job_view(job)
+    def follow(self, seen: int, request: gr.Request, profile: gr.OAuthProfile | None):
+        visitor = self.visitors.of(request, profile)
+        for job in self.jobs.follow(visitor.key, seen):
+            yield self.job_view(job, visitor)
 
-    def tick(self, seen: int):
-        job = self.jobs.snapshot()
+    def tick(self, seen: int, request: gr.Request, profile: gr.OAuthProfile | None):
+        visitor = self.visitors.of(request, profile)
+        job = self.jobs.latest(visitor.key)
         if (job.version if job else 0) != seen:
-            return self.job_view(job)
+            return self.job_view(job, visitor)
         if job is not None and job.active:  # only the clock moved: redraw just the status line
             return {self.status: views.status_markdown(job)}
         return gr.skip()
 
-    def cancel(self) -> str:
-        if self.jobs.cancel():
-            return "■ Cancel requested: training stops after the current batch; the best checkpoint so far is kept."
-        return "Nothing to cancel: no training job is running."
+    def cancel(self, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
+        if self.jobs.cancel(self.visitors.of(request, profile).key):
+            return ("■ Cancel requested: a queued job leaves the queue; a running one stops after the current "
+                    "batch and keeps its best checkpoint so far.")
+        return "Nothing to cancel: you have no queued or running training job."
 
     def backbone_for(self, arch: str) -> str:
         return catalog.backbone_for_arch(catalog.backbone_choices(self.settings), arch).value
 
-    def dataset_picker(self, selected: str | None = None) -> gr.Dropdown:
-        """The dataset list read again; `selected`, or the default, chosen."""
-        fresh = catalog.dataset_choices(self.settings)
+    def dataset_picker(self, request: gr.Request, profile: gr.OAuthProfile | None,
+                       selected: str | None = None) -> gr.Dropdown:
+        """The visitor's dataset list read again; `selected`, or the default, chosen."""
+        fresh = catalog.dataset_choices(self.settings, self.visitors.of(request, profile))
         return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
                            value=selected or catalog.default_dataset(fresh).path)
 
-    def import_dataset(self, upload: str | None) -> dict:
+    def import_dataset(self, upload: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         if not upload:
             return {self.import_info: "", self.thumbs: gr.Gallery(visible=False)}
         try:
-            report = import_zip(upload, self.settings.data_root)
+            report = import_zip(upload, catalog.upload_folder(self.settings, self.visitors.of(request, profile)))
         except UserError as e:  # the importer has removed everything it wrote
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
         return {self.import_info: views.import_markdown(report),
                 self.thumbs: gr.Gallery(views.thumbnail_items(report), visible=True),
-                self.dataset: self.dataset_picker(report.path)}
+                self.dataset: self.dataset_picker(request, profile, report.path)}
 
 
 # -- Predict ---------------------------------------------------------------------------------------
 
-def predictor_for(settings: Settings, model: str) -> Predictor:
+def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
     """The model's Predictor, or a UserError saying what to do instead."""
     try:
-        return catalog.load_predictor(catalog.check_checkpoint(settings, model))
+        return catalog.load_predictor(catalog.check_checkpoint(settings, visitor, model))
     except UserError:
-        if catalog.checkpoint_choices(settings):
+        if catalog.checkpoint_choices(settings, visitor):
             raise
         raise UserError(NO_MODEL) from None
 
@@ -284,8 +349,8 @@ class PredictTab:
     """A model and images to classify: a labelled gallery, the selected image's confidences, one row
     per file; or the model's predictions on random images of its val set."""
 
-    def __init__(self, settings: Settings, models: ModelPickers):
-        self.settings = settings
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
+        self.settings, self.visitors = settings, visitors
         with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
@@ -317,11 +382,12 @@ class PredictTab:
         self.gallery.select(self.select, self.probabilities, self.confidences, api_visibility="private")
         val_btn.click(self.random_val, models.predict, val_samples, api_name="random_val", concurrency_id="inference")
 
-    def predict(self, model: str, files: list[str] | None) -> dict:
+    def predict(self, model: str, files: list[str] | None, request: gr.Request,
+                profile: gr.OAuthProfile | None) -> dict:
         if not files:
             return self.predictions([])
         try:
-            predictor = predictor_for(self.settings, model)
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
         except UserError as e:  # said next to the upload, rather than as an error badge on every output
             return {**self.predictions([]), self.problems: f"⚠ {e}"}
         return self.predictions(predictor.predict(files))
@@ -335,9 +401,9 @@ class PredictTab:
     def select(self, probabilities: list[dict], evt: gr.SelectData) -> dict:
         return probabilities[evt.index]
 
-    def random_val(self, model: str) -> gr.Image:
+    def random_val(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> gr.Image:
         try:
-            predictor = predictor_for(self.settings, model)
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
             root = val_root(predictor)
         except UserError as e:
             raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
@@ -350,8 +416,8 @@ class EvaluateTab:
     """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
     numbers, mistakes); the checkpoint or its .pt2 export to download."""
 
-    def __init__(self, settings: Settings, models: ModelPickers):
-        self.settings = settings
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
+        self.settings, self.visitors = settings, visitors
         with gr.Tab("Evaluate & export", id="evaluate", elem_id="tab-evaluate"), gr.Row():
             with gr.Column(scale=1, min_width=320):
                 models.evaluate.render()
@@ -381,13 +447,14 @@ class EvaluateTab:
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
 
-    def show_model(self, model: str) -> dict:
+    def show_model(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         """The model's card and curves; what was shown for the previous model is cleared."""
+        visitor = self.visitors.of(request, profile)
         cleared = {**self.no_evaluation(""), self.model_file: gr.File(None, visible=False), self.model_file_note: ""}
         try:
-            meta = load_checkpoint(catalog.check_checkpoint(self.settings, model)).meta
+            meta = load_checkpoint(catalog.check_checkpoint(self.settings, visitor, model)).meta
         except UserError as e:
-            card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings) else NO_MODEL
+            card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
             return {self.model_card: card, self.model_curves: gr.Plot(None, visible=False), **cleared}
         return {self.model_card: views.model_markdown(meta),
                 self.model_curves: gr.Plot(views.checkpoint_figure(meta), visible=True), **cleared}
@@ -396,9 +463,9 @@ class EvaluateTab:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
                 self.per_class: gr.Dataframe(visible=False), self.mistakes: gr.Gallery(None, visible=False)}
 
-    def evaluate(self, model: str) -> dict:
+    def evaluate(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         try:
-            predictor = predictor_for(self.settings, model)
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
             evaluation = predictor.evaluate(val_root(predictor), "val")
         except UserError as e:  # no such model, its dataset gone or changed
             return self.no_evaluation(f"⚠ {e}")
@@ -408,18 +475,19 @@ class EvaluateTab:
                 self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),
                 self.mistakes: gr.Gallery(mistakes, visible=bool(mistakes))}
 
-    def download(self, model: str) -> dict:
-        return self.takeaway(model, catalog.check_checkpoint)
+    def download(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.check_checkpoint, self.visitors.of(request, profile))
 
-    def export(self, model: str) -> dict:
-        return self.takeaway(model, catalog.exported_program)
+    def export(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.exported_program, self.visitors.of(request, profile))
 
-    def takeaway(self, model: str, fetch) -> dict:
-        """`fetch(settings, checkpoint)`'s file to download, with how to use it."""
+    def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
+        """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
         try:
-            checkpoint = catalog.check_checkpoint(self.settings, model)
-            path = fetch(self.settings, checkpoint)
+            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            path = fetch(self.settings, visitor, checkpoint)
         except UserError as e:
             raise gr.Error(str(e)) from None
-        return {self.model_file: gr.File(path, visible=True),
+        # Handed over as a copy: the weights folder itself is never served by URL.
+        return {self.model_file: gr.File(catalog.download_copy(path), visible=True),
                 self.model_file_note: views.takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

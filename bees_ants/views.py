@@ -50,34 +50,55 @@ def _best(job: Job) -> str:
     return f"best val acc **{last.best_val_acc:.1%}** (epoch {last.best_epoch})"
 
 
+def progress_text(job: Job) -> str:
+    """Inside a long step (decoding images, caching features): how far along it is."""
+    if job.progress is None:
+        return ""
+    stage, done, total = job.progress
+    return f" · {stage} {done}/{total}"
+
+
 def status_markdown(job: Job | None, now: float | None = None) -> str:
-    """One headline (what is happening, epoch k of N, elapsed, ETA, best so far) and the setup."""
+    """One headline (what is happening, queue position or epoch k of N, elapsed, ETA, best so
+    far) and the setup."""
     if job is None:
         return "**No training yet.** Pick a dataset and click **Train**."
     cfg, done = job.config, len(job.history)
     name = Path(cfg.data_dir).name
     elapsed = duration(job.elapsed(now))
-    if job.status == "preparing":
+    if job.status == "queued":
+        ahead = job.queue_position - 1 if job.queue_position else 0
+        head = (f"Queued: position {job.queue_position or '?'} · "
+                + (f"{ahead} job(s) ahead of yours · " if ahead else "next to start · ")
+                + (f"starts in about {duration(job.starts_in)}" if job.starts_in is not None else "starts soon")
+                + " (estimated; it starts by itself)")
+    elif job.status == "preparing":
         head = f"Preparing **{name}** (downloading it on first use)…"
     elif job.status == "scanning":
-        head = f"Scanning **{name}**…"
+        head = f"Scanning **{name}**…{progress_text(job)}"
     elif job.status == "running" and job.cancel_requested:
         head = f"Cancelling: stops after the current batch… (epoch {done} of {cfg.epochs} done)"
     elif job.status == "running" and not done:
-        head = f"Training: epoch 1 of {cfg.epochs} running · elapsed {elapsed}"
+        head = f"Training: epoch 1 of {cfg.epochs} running · elapsed {elapsed}{progress_text(job)}"
     elif job.status == "running":
         head = (f"Training: epoch {done} of {cfg.epochs} done · elapsed {elapsed} · "
-                f"ETA {duration(job.eta())} · {_best(job)}")
+                f"ETA {duration(job.eta())} · {_best(job)}{progress_text(job)}")
     elif job.status == "completed":
         head = f"✓ Finished {cfg.epochs} epochs in {elapsed} · {_best(job)}"
+    elif job.status == "cancelled" and job.started is None:
+        head = "■ Cancelled before it started"
     elif job.status == "cancelled":
         head = f"■ Cancelled after {done} of {cfg.epochs} epochs ({elapsed})" + (f" · {_best(job)}" if done else "")
+    elif job.status == "interrupted":
+        head = f"■ Interrupted after {done} of {cfg.epochs} epochs" + (f" · {_best(job)}" if done else "")
     else:
         head = "✗ Training failed"
     setup = (f"{cfg.arch} · {mode_text(cfg.mode, cfg.frozen_epochs)} · {cfg.epochs} epochs · "
              f"batch {cfg.batch_size} · lr {cfg.lr:g} · device: {job.device}")
     if job.status == "failed":
         setup = f"**{job.error}**\n\nChange the dataset or the starting weights and click **Train** again.\n\n{setup}"
+    elif job.error:  # interrupted by a restart, or stopped at the GPU time limit
+        setup = f"{job.error[0].upper()}{job.error[1:]}.\n\n{setup}"
     return f"### {head}\n{setup}"
 
 
