@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint, list_checkpoints
 from .data import SPLITS, ensure_hymenoptera
+from .errors import UserError
 from .export import export_program
 from .models import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
@@ -27,7 +28,7 @@ from .predict import Predictor
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """A request for something the server does not offer."""
 
 

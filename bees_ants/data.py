@@ -20,6 +20,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
+from .errors import UserError
+
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # The tutorial's dataset. Kept as the real source; offline users point --data-dir at a copy.
@@ -31,8 +33,12 @@ MAX_PIXELS = 64_000_000
 MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centre
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be trained on; the message says what to fix."""
+
+
+class UnreadableImage(ValueError):
+    """One file that cannot be used as an image; the message is the reason it is skipped."""
 
 
 @dataclass(frozen=True)
@@ -105,22 +111,24 @@ def load_image(path_or_file, min_side: int | None = None) -> Image.Image:
     """Open any common image as 8-bit RGB, upright (EXIF), shorter side == min_side if given.
 
     Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
-    16-bit/float images. Raises ValueError with a readable reason for anything unreadable.
+    16-bit/float images. Raises UnreadableImage with a readable reason for anything unreadable.
     """
     try:
         img = Image.open(path_or_file)
         if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
         if min_side and img.format == "JPEG":
             # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
             img.draft("RGB", (min_side, min_side))
         img.load()
         img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
-    except ValueError:
+    except UnreadableImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(_describe_decode_error(e)) from None
+    # Pillow reports a broken file's bytes with any of these (ValueError too, e.g. a PNG text chunk
+    # too large to decompress); each is a reason to skip that file.
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(_describe_decode_error(e)) from None
     if max(img.size) > MAX_ASPECT * min(img.size):
         # A 100000x1 strip would resize to gigabytes; classification looks at the centre anyway.
         w, h = img.size
@@ -218,9 +226,10 @@ def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list
 
 def _decode(path: Path, min_side: int):
     try:
-        return image_to_tensor(load_image(path, min_side)), None
-    except ValueError as e:
+        img = load_image(path, min_side)
+    except UnreadableImage as e:
         return None, str(e)
+    return image_to_tensor(img), None
 
 
 def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .checkpoint import CheckpointError
-from .data import DatasetError, SkippedFile, load_dataset
-from .models import ModelError, preprocessing_for
+from .data import SkippedFile, load_dataset
+from .errors import UserError
+from .models import preprocessing_for
 from .device import describe_device, pick_device
 from .train import EpochRecord, TrainConfig, TrainingRun
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("preparing", "scanning", "running")  # then one of: completed, cancelled, failed
 # Errors whose message is written for users; anything else is a bug and also gets a traceback.
-USER_ERRORS = (DatasetError, ModelError, CheckpointError, ValueError)
+USER_ERRORS = (UserError,)
 
 
 class JobBusy(RuntimeError):

@@ -16,12 +16,13 @@ from torch import nn
 from torchvision import models as tvm
 
 from .data import Preprocessing
+from .errors import UserError
 
 ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
 DEFAULT_ARCH = "resnet18"
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model that cannot be built or loaded as asked; the message says why."""
 
 

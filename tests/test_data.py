@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bees_ants.data import DatasetError, load_dataset, load_image
+from bees_ants import data as data_mod
+from bees_ants.data import DatasetError, UnreadableImage, load_dataset, load_image
 from bees_ants.models import preprocessing_for
 from conftest import SHARED, make_dataset
 
@@ -26,7 +27,7 @@ def test_scan_counts_and_reports_skipped_files(tiny_dataset):
     assert set(reasons) == {"notes.txt", "fake.jpg", "truncated.png"}
     assert "unsupported file type" in reasons["notes.txt"]
     assert "not an image" in reasons["fake.jpg"]
-    assert "truncated" in reasons["truncated.png"] or "decode" in reasons["truncated.png"]
+    assert reasons["truncated.png"] == "truncated image file"
     assert "skipped 3 file(s)" in ds.summary()
     # every kept image is decoded once, shorter side = the weights' resize size
     assert all(min(im.shape[1:]) == PREP.resize_size for im in ds.splits["train"].images)
@@ -92,9 +93,17 @@ def test_exif_rotation_is_applied():
     assert out.size == (20, 40)
 
 
-def test_unreadable_bytes_raise_valueerror_with_reason():
-    with pytest.raises(ValueError, match="not an image"):
+def test_unreadable_bytes_raise_a_reason():
+    with pytest.raises(UnreadableImage, match="not an image"):
         load_image(io.BytesIO(b"%PDF-1.4 not an image"))
+
+
+def test_a_bug_while_decoding_is_raised_not_skipped(tiny_dataset, monkeypatch):
+    def broken(img):
+        raise ValueError("a bug, not a bad file")
+    monkeypatch.setattr(data_mod, "image_to_tensor", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        load_dataset(tiny_dataset, PREP)
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "hymenoptera_data").is_dir(), reason="../shared data absent")
