@@ -77,7 +77,7 @@ class Predictor:
     def prepare(self, item) -> tuple[object, torch.Tensor | None, str | None]:
         """Path or file -> (resized PIL image, uint8 center crop, None) or (None, None, reason)."""
         try:
-            img = load_image(item, self.preprocessing.resize_size)
+            img = load_image(item, self.preprocessing.resize_size, self.preprocessing.interpolation)
         except UnreadableImage as e:
             return None, None, str(e)
         except OSError as e:  # a path that vanished or cannot be opened

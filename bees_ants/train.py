@@ -223,7 +223,7 @@ class TrainingRun:
     def _finetune_epochs(self, model: nn.Module):
         criterion = nn.CrossEntropyLoss()
         trained = self._distributed(model)
-        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
+        split, bs = self.train_split, self.config.batch_size
 
         def run_epoch(optimizer, epoch):
             trained.train()
@@ -232,7 +232,7 @@ class TrainingRun:
             for s in batch_slices(len(split), bs):
                 self._check_cancel()
                 idx = order[s]
-                x = self._to_device(augment_batch([split.images[i] for i in idx], crop))
+                x = self._to_device(augment_batch([split.images[i] for i in idx], self.preprocessing))
                 y = split.labels[idx].to(self.device)
                 with self._autocast():
                     out = trained(x)
@@ -251,7 +251,7 @@ class TrainingRun:
     def _fixed_epochs(self, model: nn.Module):
         criterion = nn.CrossEntropyLoss()
         model.eval()  # frozen BatchNorm statistics too: the backbone is a fixed function
-        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
+        split, bs = self.train_split, self.config.batch_size
         head = get_head(model)
         trained_head = self._distributed(head)
         views: dict[int, torch.Tensor] = {}
@@ -268,7 +268,7 @@ class TrainingRun:
         def run_epoch(optimizer, epoch):
             view = (epoch - 1) % self.config.feature_views
             if view not in views:
-                views[view] = features((augment_batch(split.images[s], crop), None)
+                views[view] = features((augment_batch(split.images[s], self.preprocessing), None)
                                        for s in batch_slices(len(split), inference_batch_size(self.device)))
             if not val_features:
                 val_features.append(features(self._val_batches()))
