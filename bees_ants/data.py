@@ -14,6 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -214,9 +215,11 @@ def _decode(path: Path, preprocessing: Preprocessing):
 
 
 def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,
-                 decode: tuple[str, ...] = SPLITS) -> Dataset:
+                 decode: tuple[str, ...] = SPLITS,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> Dataset:
     """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout.
-    Both splits are always checked; only those in `decode` are decoded (evaluation needs one)."""
+    Both splits are always checked; only those in `decode` are decoded (evaluation needs one).
+    `on_progress("decoding images", done, total)` is called as images decode."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder '{root}' does not exist")
@@ -236,8 +239,12 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
                            f"only in val {only_val}")
     skipped = [s for split in SPLITS for s in listed[split][2]]
     jobs = [(split, i, p) for split in decode for i, cls in enumerate(classes) for p in listed[split][1][cls]]
+    decoded = []
     with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
-        decoded = list(pool.map(lambda j: _decode(j[2], preprocessing), jobs))
+        for result in pool.map(lambda j: _decode(j[2], preprocessing), jobs):
+            decoded.append(result)
+            if on_progress:
+                on_progress("decoding images", len(decoded), len(jobs))
     splits = {s: Split([], torch.empty(0, dtype=torch.long), []) for s in SPLITS}
     labels = {s: [] for s in SPLITS}
     for (split, label, path), (tensor, error) in zip(jobs, decoded):

@@ -107,6 +107,12 @@ def test_a_bug_while_decoding_is_raised_not_skipped(tiny_dataset, monkeypatch):
         load_dataset(tiny_dataset, PREP)
 
 
+def test_decoding_reports_progress(tiny_dataset):
+    calls = []
+    load_dataset(tiny_dataset, PREP, threads=2, on_progress=lambda *a: calls.append(a))
+    assert calls == [("decoding images", i, 24) for i in range(1, 25)]
+
+
 def test_resize_uses_the_weights_interpolation(tmp_path):
     bicubic = preprocessing_for("efficientnet_b0")
     assert bicubic.interpolation == "bicubic" and PREP.interpolation == "bilinear"
