@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint, list_checkpoints
 from .data import SPLITS, ensure_hymenoptera
+from .errors import UserError
 from .export import export_program
-from .models import ARCHS, DEFAULT_ARCH
+from .config import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 from .settings import Settings
 from .visitors import PRIVATE_FOLDER, Visitor
@@ -30,7 +31,7 @@ from .zerogpu import on_zero_gpu
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """A request for something the server does not offer."""
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
+
 FORMAT = "bees_ants/1"
 REQUIRED_META = ("arch", "class_names", "mode", "preprocessing")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a usable bees_ants checkpoint; the message says why."""
 
 

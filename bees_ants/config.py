@@ -16,9 +16,7 @@ DEFAULT_ARCH = "resnet18"
 MODES = ("finetune", "fixed", "progressive")
 
 
-# ValueError too, until every caller catches UserError (the app's form and the job runner still
-# catch ValueError for these checks).
-class ConfigError(UserError, ValueError):
+class ConfigError(UserError):
     """A training setting out of range; the message names it."""
 
 

@@ -14,11 +14,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from .errors import UserError
 
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -31,24 +35,32 @@ MAX_PIXELS = 64_000_000
 MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centre
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be trained on; the message says what to fix."""
+
+
+class UnreadableImage(ValueError):
+    """One file that cannot be used as an image; the message is the reason it is skipped."""
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Eval-time preprocessing, taken from the backbone's torchvision weights entry."""
+    """Eval-time preprocessing, taken whole from the backbone's torchvision weights entry.
+
+    Plain types only (`interpolation` is an InterpolationMode's value, "bilinear" or "bicubic"),
+    because checkpoints store it; checkpoints from before it was recorded were all bilinear."""
     resize_size: int
     crop_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"
 
     @classmethod
     def from_weights(cls, weights) -> "Preprocessing":
         t = weights.transforms()
         resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
         crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
-        return cls(int(resize), int(crop), tuple(t.mean), tuple(t.std))
+        return cls(int(resize), int(crop), tuple(t.mean), tuple(t.std), t.interpolation.value)
 
     def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW -> float NCHW, normalised, channels-last (faster convolutions on CPU)."""
@@ -101,26 +113,29 @@ class Dataset:
         return "\n".join(lines)
 
 
-def load_image(path_or_file, min_side: int | None = None) -> Image.Image:
-    """Open any common image as 8-bit RGB, upright (EXIF), shorter side == min_side if given.
+def load_image(path_or_file, min_side: int | None = None, interpolation: str = "bilinear") -> Image.Image:
+    """Open any common image as 8-bit RGB, upright (EXIF), shorter side == min_side if given,
+    resized with `interpolation` (a Preprocessing's: "bilinear", "bicubic").
 
     Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
-    16-bit/float images. Raises ValueError with a readable reason for anything unreadable.
+    16-bit/float images. Raises UnreadableImage with a readable reason for anything unreadable.
     """
     try:
         img = Image.open(path_or_file)
         if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
         if min_side and img.format == "JPEG":
             # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
             img.draft("RGB", (min_side, min_side))
         img.load()
         img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
-    except ValueError:
+    except UnreadableImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(_describe_decode_error(e)) from None
+    # Pillow reports a broken file's bytes with any of these (ValueError too, e.g. a PNG text chunk
+    # too large to decompress); each is a reason to skip that file.
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(_describe_decode_error(e)) from None
     if max(img.size) > MAX_ASPECT * min(img.size):
         # A 100000x1 strip would resize to gigabytes; classification looks at the centre anyway.
         w, h = img.size
@@ -129,7 +144,7 @@ def load_image(path_or_file, min_side: int | None = None) -> Image.Image:
     if min_side:
         scale = min_side / min(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.BILINEAR)
+        img = img.resize(size, Image.Resampling[interpolation.upper()])
     return img
 
 
@@ -165,40 +180,15 @@ def center_crop_batch(images: list[torch.Tensor], crop_size: int) -> torch.Tenso
     return torch.stack([TF.center_crop(im, [crop_size, crop_size]) for im in images])
 
 
-def augment_batch(images: list[torch.Tensor], crop_size: int) -> torch.Tensor:
-    """The tutorial's train augmentation: RandomResizedCrop + horizontal flip, on uint8 tensors."""
-    out = []
-    for im in images:
-        top, left, h, w = _random_resized_crop_box(im.shape[-2], im.shape[-1])
-        crop = TF.resized_crop(im, top, left, h, w, [crop_size, crop_size], antialias=True)
-        if torch.rand(()) < 0.5:
-            crop = crop.flip(-1)
-        out.append(crop)
-    return torch.stack(out)
-
-
-def _random_resized_crop_box(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    # torchvision's RandomResizedCrop.get_params, drawn from torch's global generator so a seed
-    # makes runs reproducible.
-    area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
-    for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
-        w = int(round((target_area * aspect) ** 0.5))
-        h = int(round((target_area / aspect) ** 0.5))
-        if 0 < w <= width and 0 < h <= height:
-            top = torch.randint(0, height - h + 1, size=(1,)).item()
-            left = torch.randint(0, width - w + 1, size=(1,)).item()
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+def augment_batch(images: list[torch.Tensor], preprocessing: Preprocessing) -> torch.Tensor:
+    """The tutorial's train augmentation: RandomResizedCrop + horizontal flip, on uint8 tensors.
+    torchvision draws from torch's global generator, so a seed makes runs reproducible."""
+    augment = v2.Compose([
+        v2.RandomResizedCrop(preprocessing.crop_size, interpolation=v2.InterpolationMode(preprocessing.interpolation),
+                             antialias=True),
+        v2.RandomHorizontalFlip(),
+    ])
+    return torch.stack([augment(im) for im in images])
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[SkippedFile]]:
@@ -216,17 +206,20 @@ def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list
     return classes, files, skipped
 
 
-def _decode(path: Path, min_side: int):
+def _decode(path: Path, preprocessing: Preprocessing):
     try:
-        return image_to_tensor(load_image(path, min_side)), None
-    except ValueError as e:
+        img = load_image(path, preprocessing.resize_size, preprocessing.interpolation)
+    except UnreadableImage as e:
         return None, str(e)
+    return image_to_tensor(img), None
 
 
 def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,
-                 decode: tuple[str, ...] = SPLITS) -> Dataset:
+                 decode: tuple[str, ...] = SPLITS,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> Dataset:
     """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout.
-    Both splits are always checked; only those in `decode` are decoded (evaluation needs one)."""
+    Both splits are always checked; only those in `decode` are decoded (evaluation needs one).
+    `on_progress("decoding images", done, total)` is called as images decode."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder '{root}' does not exist")
@@ -246,8 +239,12 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
                            f"only in val {only_val}")
     skipped = [s for split in SPLITS for s in listed[split][2]]
     jobs = [(split, i, p) for split in decode for i, cls in enumerate(classes) for p in listed[split][1][cls]]
+    decoded = []
     with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
-        decoded = list(pool.map(lambda j: _decode(j[2], preprocessing.resize_size), jobs))
+        for result in pool.map(lambda j: _decode(j[2], preprocessing), jobs):
+            decoded.append(result)
+            if on_progress:
+                on_progress("decoding images", len(decoded), len(jobs))
     splits = {s: Split([], torch.empty(0, dtype=torch.long), []) for s in SPLITS}
     labels = {s: [] for s in SPLITS}
     for (split, label, path), (tensor, error) in zip(jobs, decoded):

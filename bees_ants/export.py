@@ -48,12 +48,17 @@ def export_program(checkpoint: str | os.PathLike | Checkpoint, output: str | os.
     example = torch.zeros(2, 3, crop, crop, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    interpolation = prep.get("interpolation", "bilinear")  # older checkpoints: always bilinear
     info = {"class_names": meta["class_names"], "arch": meta["arch"], "mode": meta["mode"],
-            "best": meta.get("best"), "preprocessing": prep,
-            "input": f"uint8 RGB, NCHW; resize the shorter side to {prep['resize_size']} (bilinear), "
+            "best": meta.get("best"), "preprocessing": {**prep, "interpolation": interpolation},
+            "input": f"uint8 RGB, NCHW; resize the shorter side to {prep['resize_size']} ({interpolation}), "
                      f"then center-crop to {crop}x{crop}",
             "output": "class probabilities, (N, len(class_names))"}
     tmp = output.with_name(f".{output.name}.tmp")
-    torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(info)})
-    os.replace(tmp, output)
+    try:
+        torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(info)})
+        os.replace(tmp, output)
+    except BaseException:  # a failed save must not leave a half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return output

@@ -16,11 +16,11 @@ from torch import nn
 from torchvision import models as tvm
 
 from .data import Preprocessing
+from .config import ARCHS
+from .errors import UserError
 
-from .config import ARCHS, DEFAULT_ARCH  # noqa: F401 (re-exported)
 
-
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model that cannot be built or loaded as asked; the message says why."""
 
 

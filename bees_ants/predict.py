@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import Preprocessing, center_crop_batch, image_to_tensor, load_dataset, load_image
+from .data import (DatasetError, Preprocessing, UnreadableImage, center_crop_batch, image_to_tensor, load_dataset,
+                   load_image)
 from .device import autocast, batch_slices, inference_batch_size, pick_device
 
 
@@ -76,13 +77,12 @@ class Predictor:
     def prepare(self, item) -> tuple[object, torch.Tensor | None, str | None]:
         """Path or file -> (resized PIL image, uint8 center crop, None) or (None, None, reason)."""
         try:
-            img = load_image(item, self.preprocessing.resize_size)
-            crop = center_crop_batch([image_to_tensor(img)], self.preprocessing.crop_size)[0]
-            return img, crop, None
-        except ValueError as e:
+            img = load_image(item, self.preprocessing.resize_size, self.preprocessing.interpolation)
+        except UnreadableImage as e:
             return None, None, str(e)
         except OSError as e:  # a path that vanished or cannot be opened
             return None, None, f"cannot open file: {e.strerror or e}"
+        return img, center_crop_batch([image_to_tensor(img)], self.preprocessing.crop_size)[0], None
 
     def predict(self, items: list, batch_size: int | None = None, names: list[str] | None = None) -> list[Prediction]:
         """`items`: paths or file objects. Threads decode ahead while the model runs on the
@@ -112,7 +112,7 @@ class Predictor:
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
         dataset = load_dataset(data_dir, self.preprocessing, decode=(split,))
         if dataset.classes != self.classes:
-            raise ValueError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
+            raise DatasetError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
         part = dataset.splits[split]
         probs = torch.cat([self.probabilities(center_crop_batch(part.images[s], self.preprocessing.crop_size))
                            for s in batch_slices(len(part), inference_batch_size(self.device))])

@@ -9,8 +9,11 @@ The CLI prints the records, the app's job thread stores them, the benchmark time
 - `progressive`: `fixed` for the first `frozen_epochs` epochs (the new head learns on cheap cached
   features), then everything unfreezes and fine-tunes, so the backbone never receives gradients
   from a random head.
-The best-val-accuracy weights are written whenever they improve, so a cancel or crash leaves the
-best model so far on disk; at the end the file is rewritten once with the full history.
+What trains when is one named policy, `UnfreezeSchedule`, built from the mode; both kinds of epoch
+fit their batches with the same `_fit_batch`.
+The best-val-accuracy weights are written whenever they improve (after that epoch joins the
+history, so the file always describes itself), so a cancel or crash leaves the best model so far
+on disk; at the end the file is rewritten once with the full history and final status.
 
 Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
 DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
@@ -23,9 +26,9 @@ import datetime as dt
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torchvision
@@ -35,12 +38,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .checkpoint import save_checkpoint
-from .data import Dataset, Split, augment_batch, center_crop_batch, load_dataset
+from .data import Dataset, Preprocessing, Split, augment_batch, center_crop_batch, load_dataset
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
 from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for, unfreeze
 
-from .config import MODES, PRESETS, ConfigError, TrainConfig, apply_preset  # noqa: F401 (re-exported)
+from .config import TrainConfig
 
 
 @dataclass
@@ -67,6 +70,43 @@ def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
     return Split([split.images[i] for i in idx], split.labels[idx], [split.paths[i] for i in idx])
 
 
+@dataclass(frozen=True)
+class UnfreezeSchedule:
+    """When, and how much of, the backbone trains: the one place the modes differ in what learns.
+
+    While only the head trains, the backbone is a fixed function, so its features are computed once
+    and cached. Partial unfreezing (the last k blocks) and per-layer learning rates belong here."""
+    frozen_epochs: int  # the head alone trains in epochs 1..frozen_epochs, then everything does
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> "UnfreezeSchedule":
+        return cls({"finetune": 0, "fixed": cfg.epochs, "progressive": cfg.frozen_epochs}[cfg.mode])
+
+    def head_only(self, epoch: int) -> bool:
+        return epoch <= self.frozen_epochs
+
+    def changes_at(self, epoch: int) -> bool:
+        """Whether `apply` must run before `epoch` (the first, or when what trains changes)."""
+        return epoch == 1 or self.head_only(epoch) != self.head_only(epoch - 1)
+
+    def apply(self, model: nn.Module, epoch: int) -> None:
+        """Set which parameters get gradients in `epoch`. Frozen parameters get none, so one SGD
+        over every parameter leaves them alone until they are unfrozen."""
+        if self.head_only(epoch):
+            freeze_backbone(model)
+        else:
+            unfreeze(model)
+
+
+@dataclass
+class Best:
+    """The best epoch so far by val accuracy, with its weights."""
+    val_acc: float = 0.0
+    val_loss: float = math.inf
+    epoch: int = 0
+    state_dict: dict | None = field(default=None, repr=False)
+
+
 class Cancelled(Exception):
     pass
 
@@ -85,64 +125,176 @@ class TrainingRun:
     config: TrainConfig
     dataset: Dataset | None = None  # pass a loaded one to skip the scan (the app shows it first)
     cancel: threading.Event = field(default_factory=threading.Event)
+    # on_progress(stage, done, total) during long steps within an epoch, at most once per batch:
+    # "decoding images", "caching train features", "caching val features" (images), "training" (batches)
+    on_progress: Callable[[str, int, int], None] | None = None
     # results, filled in while iterating
     history: list[EpochRecord] = field(default_factory=list)
     checkpoint_path: str | None = None
     status: str = "pending"  # pending, running, completed, cancelled
+    best: Best = field(default_factory=Best, init=False)
+    # state, all set in `_setup` when iteration starts
+    rank: int = field(init=False, repr=False)
+    world: int = field(init=False, repr=False)
+    device: torch.device = field(init=False, repr=False)
+    preprocessing: Preprocessing = field(init=False, repr=False)
+    train_split: Split = field(init=False, repr=False)  # this process's shard under torchrun
+    val_split: Split = field(init=False, repr=False)
+    model: nn.Module = field(init=False, repr=False)
+    schedule: UnfreezeSchedule = field(init=False, repr=False)
+    optimizer: torch.optim.Optimizer = field(init=False, repr=False)
+    scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False, repr=False)
+    trained: nn.Module = field(init=False, repr=False)  # what fits batches: the model or its head, DDP-wrapped
+    train_features: dict[int, torch.Tensor] = field(init=False, repr=False)  # head-only epochs: per view
+    val_features: torch.Tensor | None = field(init=False, repr=False)
 
-    def __iter__(self) -> Iterator[EpochRecord]:
+    def _setup(self) -> None:
         cfg = self.config
         self.rank, self.world = rank_and_world()
         torch.manual_seed(cfg.seed + self.rank)  # DDP copies rank 0's initial weights to the others
         self.preprocessing = preprocessing_for(cfg.arch)
         if self.dataset is None:
-            self.dataset = load_dataset(cfg.data_dir, self.preprocessing)
+            self.dataset = load_dataset(cfg.data_dir, self.preprocessing, on_progress=self.on_progress)
         splits = self.dataset.splits
         self.train_split = shard(splits["train"], self.rank, self.world, pad=True) if self.world > 1 else splits["train"]
         self.val_split = shard(splits["val"], self.rank, self.world, pad=False) if self.world > 1 else splits["val"]
         self.device = pick_device(cfg.device)
-        classes = self.dataset.classes
-        model = build_model(cfg.arch, len(classes), cfg.backbone_weights)
-        model = model.to(self.device, memory_format=torch.channels_last)
-        self.model = model
-        if cfg.mode in ("fixed", "progressive"):
-            freeze_backbone(model)
-        # Frozen parameters get no gradient, so SGD leaves them alone until they are unfrozen.
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        model = build_model(cfg.arch, len(self.dataset.classes), cfg.backbone_weights)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.schedule = UnfreezeSchedule.for_config(cfg)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        self.train_features, self.val_features = {}, None
         self.checkpoint_path = cfg.checkpoint_path or new_checkpoint_path(cfg)
+        self.best = Best()
         self.status = "running"
-        best_state, best = None, (0.0, math.inf, 0)  # (val_acc, val_loss, epoch)
-        epoch_fn = self._finetune_epochs(model) if cfg.mode == "finetune" else self._fixed_epochs(model)
+
+    def __iter__(self) -> Iterator[EpochRecord]:
+        self._setup()
+        cfg = self.config
         try:
             for epoch in range(1, cfg.epochs + 1):
                 start = time.perf_counter()
-                if cfg.mode == "progressive" and epoch == cfg.frozen_epochs + 1:
-                    unfreeze(model)  # before the DDP wrap below, which registers trainable params
-                    epoch_fn = self._finetune_epochs(model)
-                lr = optimizer.param_groups[0]["lr"]
-                train_loss, train_acc, val_loss, val_acc = epoch_fn(optimizer, epoch)
-                scheduler.step()
-                if val_acc > best[0] or best_state is None:
-                    best = (val_acc, val_loss, epoch)
-                    best_state = copy.deepcopy(model.state_dict())
-                    self._save(best_state, best)
+                if self.schedule.changes_at(epoch):
+                    self.schedule.apply(self.model, epoch)
+                    # After `apply`: the DDP wrap registers the parameters that train.
+                    head_only = self.schedule.head_only(epoch)
+                    self.trained = self._distributed(get_head(self.model) if head_only else self.model)
+                lr = self.optimizer.param_groups[0]["lr"]
+                train_loss, train_acc = self._train_epoch(epoch)
+                val_loss, val_acc = self._validate(epoch)
+                self.scheduler.step()
+                improved = val_acc > self.best.val_acc or self.best.state_dict is None
+                if improved:
+                    self.best = Best(val_acc, val_loss, epoch, copy.deepcopy(self.model.state_dict()))
                 record = EpochRecord(epoch, cfg.epochs, train_loss, train_acc, val_loss, val_acc, lr,
-                                     time.perf_counter() - start, best[0], best[2])
-                self.history.append(record)
+                                     time.perf_counter() - start, self.best.val_acc, self.best.epoch)
+                self.history.append(record)  # before saving: the file's history includes its best epoch
+                if improved:
+                    self._save()
                 yield record
             self.status = "completed"
         except Cancelled:
             self.status = "cancelled"
         finally:
-            if best_state is not None and self.status in ("completed", "cancelled"):
-                self._save(best_state, best)  # once more, with the whole history and final status
+            if self.best.state_dict is not None and self.status in ("completed", "cancelled"):
+                self._save()  # once more, with the whole history and final status
 
-    # -- the two modes ---------------------------------------------------------------------------
+    # -- one epoch ---------------------------------------------------------------------------------
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        """(mean loss, accuracy) over this epoch's augmented train set."""
+        if self.schedule.head_only(epoch):
+            self.model.eval()  # frozen BatchNorm statistics too: the backbone is a fixed function
+            batches = self._feature_batches(epoch)
+        else:
+            self.trained.train()
+            batches = self._image_batches()
+        n = len(self.train_split)
+        steps = len(batch_slices(n, self.config.batch_size))
+        loss_sum, correct = 0.0, 0
+        for step, (x, y) in enumerate(batches, 1):
+            self._check_cancel()
+            batch_loss, batch_correct = self._fit_batch(x, y)
+            loss_sum += batch_loss
+            correct += batch_correct
+            self._progress("training", step, steps)
+        return self._reduce(loss_sum, correct, n)
+
+    def _fit_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One optimisation step on `self.trained`; returns (summed loss, correct predictions)."""
+        with self._autocast():
+            out = self.trained(x)
+            loss = nn.functional.cross_entropy(out.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item() * len(y), (out.argmax(1) == y).sum().item()
+
+    def _image_batches(self):
+        split, bs = self.train_split, self.config.batch_size
+        order = torch.randperm(len(split))
+        for s in batch_slices(len(split), bs):
+            idx = order[s]
+            yield (self._to_device(augment_batch([split.images[i] for i in idx], self.preprocessing)),
+                   split.labels[idx].to(self.device))
+
+    def _feature_batches(self, epoch: int):
+        """Batches of cached backbone features: `feature_views` augmented views of the train set,
+        cycled through the epochs, each computed the first time it is needed."""
+        split, bs = self.train_split, self.config.batch_size
+        view = (epoch - 1) % self.config.feature_views
+        if view not in self.train_features:
+            views = ((augment_batch(split.images[s], self.preprocessing), None)
+                     for s in batch_slices(len(split), inference_batch_size(self.device)))
+            self.train_features[view] = self._features(views, "caching train features", len(split))
+        if self.val_features is None:
+            self.val_features = self._features(self._val_batches(), "caching val features", len(self.val_split))
+        feats, labels = self.train_features[view], split.labels.to(self.device)
+        order = torch.randperm(len(split), device=self.device)
+        for s in batch_slices(len(split), bs):
+            idx = order[s]
+            yield feats[idx], labels[idx]
+
+    def _features(self, batches, stage: str, total: int) -> torch.Tensor:
+        out, done = [], 0
+        with headless(self.model), torch.inference_mode(), self._autocast():
+            for x, _ in batches:
+                self._check_cancel()
+                out.append(self.model(self._to_device(x)).float())
+                done += len(x)
+                self._progress(stage, done, total)
+        return torch.cat(out)
+
+    def _validate(self, epoch: int) -> tuple[float, float]:
+        if self.schedule.head_only(epoch):
+            return self._evaluate(get_head(self.model), [(self.val_features, self.val_split.labels)])
+        self.model.eval()
+        return self._evaluate(self.model, self._val_batches())
+
+    def _evaluate(self, forward, batches) -> tuple[float, float]:
+        loss_sum, correct, n = 0.0, 0, 0
+        with torch.inference_mode(), self._autocast():
+            for x, y in batches:
+                self._check_cancel()
+                if x.dtype == torch.uint8:
+                    x = self._to_device(x)
+                y = y.to(self.device)
+                out = forward(x).float()
+                loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").item()
+                correct += (out.argmax(1) == y).sum().item()
+                n += len(y)
+        return self._reduce(loss_sum, correct, n)
+
+    # -- helpers -----------------------------------------------------------------------------------
 
     def _check_cancel(self):
         if self.cancel.is_set():
             raise Cancelled
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done, total)
 
     def _autocast(self):
         return autocast(self.device)
@@ -171,97 +323,12 @@ class TrainingRun:
             loss_sum, correct, n = t.tolist()
         return loss_sum / n, correct / n
 
-    def _finetune_epochs(self, model: nn.Module):
-        criterion = nn.CrossEntropyLoss()
-        trained = self._distributed(model)
-        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
-
-        def run_epoch(optimizer, epoch):
-            trained.train()
-            order = torch.randperm(len(split))
-            loss_sum, correct = 0.0, 0
-            for s in batch_slices(len(split), bs):
-                self._check_cancel()
-                idx = order[s]
-                x = self._to_device(augment_batch([split.images[i] for i in idx], crop))
-                y = split.labels[idx].to(self.device)
-                with self._autocast():
-                    out = trained(x)
-                    loss = criterion(out.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(idx)
-                correct += (out.argmax(1) == y).sum().item()
-            model.eval()
-            val_loss, val_acc = self._evaluate(model, self._val_batches())
-            return (*self._reduce(loss_sum, correct, len(split)), val_loss, val_acc)
-
-        return run_epoch
-
-    def _fixed_epochs(self, model: nn.Module):
-        criterion = nn.CrossEntropyLoss()
-        model.eval()  # frozen BatchNorm statistics too: the backbone is a fixed function
-        split, crop, bs = self.train_split, self.preprocessing.crop_size, self.config.batch_size
-        head = get_head(model)
-        trained_head = self._distributed(head)
-        views: dict[int, torch.Tensor] = {}
-        val_features = []
-
-        def features(batches):
-            out = []
-            with headless(model), torch.inference_mode(), self._autocast():
-                for x, _ in batches:
-                    self._check_cancel()
-                    out.append(model(self._to_device(x)).float())
-            return torch.cat(out)
-
-        def run_epoch(optimizer, epoch):
-            view = (epoch - 1) % self.config.feature_views
-            if view not in views:
-                views[view] = features((augment_batch(split.images[s], crop), None)
-                                       for s in batch_slices(len(split), inference_batch_size(self.device)))
-            if not val_features:
-                val_features.append(features(self._val_batches()))
-            feats, labels = views[view], split.labels.to(self.device)
-            order = torch.randperm(len(split), device=self.device)
-            loss_sum, correct = 0.0, 0
-            for s in batch_slices(len(split), bs):
-                self._check_cancel()
-                idx = order[s]
-                out = trained_head(feats[idx])
-                loss = criterion(out, labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(idx)
-                correct += (out.argmax(1) == labels[idx]).sum().item()
-            val_loss, val_acc = self._evaluate(head, [(val_features[0], self.val_split.labels)])
-            return (*self._reduce(loss_sum, correct, len(split)), val_loss, val_acc)
-
-        return run_epoch
-
-    def _evaluate(self, forward, batches) -> tuple[float, float]:
-        criterion = nn.CrossEntropyLoss(reduction="sum")
-        loss_sum, correct, n = 0.0, 0, 0
-        with torch.inference_mode(), self._autocast():
-            for x, y in batches:
-                self._check_cancel()
-                if x.dtype == torch.uint8:
-                    x = self._to_device(x)
-                y = y.to(self.device)
-                out = forward(x).float()
-                loss_sum += criterion(out, y).item()
-                correct += (out.argmax(1) == y).sum().item()
-                n += len(y)
-        return self._reduce(loss_sum, correct, n)
-
     # -- checkpoint --------------------------------------------------------------------------------
 
-    def _save(self, state_dict: dict, best: tuple[float, float, int]) -> None:
+    def _save(self) -> None:
         if self.rank != 0:
             return
-        cfg = self.config
+        cfg, best = self.config, self.best
         meta = {
             "arch": cfg.arch,
             "class_names": list(self.dataset.classes),
@@ -270,7 +337,7 @@ class TrainingRun:
             "hyperparameters": {k: v for k, v in asdict(cfg).items()
                                 if k not in ("data_dir", "out_dir", "checkpoint_path", "device")},
             "history": [asdict(r) for r in self.history],
-            "best": {"val_acc": best[0], "val_loss": best[1], "epoch": best[2]},
+            "best": {"val_acc": best.val_acc, "val_loss": best.val_loss, "epoch": best.epoch},
             "status": self.status,
             "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
                         "skipped": len(self.dataset.skipped)},
@@ -279,4 +346,4 @@ class TrainingRun:
                          "torchvision": str(torchvision.__version__)},
             "created": dt.datetime.now().isoformat(timespec="seconds"),
         }
-        save_checkpoint(self.checkpoint_path, state_dict, meta)
+        save_checkpoint(self.checkpoint_path, best.state_dict, meta)

@@ -187,7 +187,7 @@ def measure_prediction(checkpoint: str, files: list[str], device, reps: int) -> 
     prep = p.preprocessing
 
     def prepared(fs):  # what the bare forward gets for free: decoded, cropped, normalised, on device
-        crops = center_crop_batch([image_to_tensor(load_image(f, prep.resize_size)) for f in fs], prep.crop_size)
+        crops = center_crop_batch([image_to_tensor(load_image(f, prep.resize_size, prep.interpolation)) for f in fs], prep.crop_size)
         return prep.normalize(crops.to(device))
 
     def bare(x, chunk):

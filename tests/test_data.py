@@ -4,9 +4,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from bees_ants.data import DatasetError, load_dataset, load_image
+from bees_ants import data as data_mod
+from bees_ants.data import DatasetError, UnreadableImage, augment_batch, load_dataset, load_image
 from bees_ants.models import preprocessing_for
 from conftest import SHARED, make_dataset
 
@@ -26,7 +28,7 @@ def test_scan_counts_and_reports_skipped_files(tiny_dataset):
     assert set(reasons) == {"notes.txt", "fake.jpg", "truncated.png"}
     assert "unsupported file type" in reasons["notes.txt"]
     assert "not an image" in reasons["fake.jpg"]
-    assert "truncated" in reasons["truncated.png"] or "decode" in reasons["truncated.png"]
+    assert reasons["truncated.png"] == "truncated image file"
     assert "skipped 3 file(s)" in ds.summary()
     # every kept image is decoded once, shorter side = the weights' resize size
     assert all(min(im.shape[1:]) == PREP.resize_size for im in ds.splits["train"].images)
@@ -92,9 +94,44 @@ def test_exif_rotation_is_applied():
     assert out.size == (20, 40)
 
 
-def test_unreadable_bytes_raise_valueerror_with_reason():
-    with pytest.raises(ValueError, match="not an image"):
+def test_unreadable_bytes_raise_a_reason():
+    with pytest.raises(UnreadableImage, match="not an image"):
         load_image(io.BytesIO(b"%PDF-1.4 not an image"))
+
+
+def test_a_bug_while_decoding_is_raised_not_skipped(tiny_dataset, monkeypatch):
+    def broken(img):
+        raise ValueError("a bug, not a bad file")
+    monkeypatch.setattr(data_mod, "image_to_tensor", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        load_dataset(tiny_dataset, PREP)
+
+
+def test_decoding_reports_progress(tiny_dataset):
+    calls = []
+    load_dataset(tiny_dataset, PREP, threads=2, on_progress=lambda *a: calls.append(a))
+    assert calls == [("decoding images", i, 24) for i in range(1, 25)]
+
+
+def test_resize_uses_the_weights_interpolation(tmp_path):
+    bicubic = preprocessing_for("efficientnet_b0")
+    assert bicubic.interpolation == "bicubic" and PREP.interpolation == "bilinear"
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(path)
+    size = (round(400 * bicubic.resize_size / 300), bicubic.resize_size)
+    out = load_image(path, bicubic.resize_size, bicubic.interpolation)
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(path).resize(size, Image.BICUBIC)))
+    assert not np.array_equal(np.asarray(load_image(path, bicubic.resize_size, "bilinear")), np.asarray(out))
+
+
+def test_augmentation_crops_to_size_and_follows_the_seed():
+    images = [torch.randint(0, 256, (3, 256, 341), dtype=torch.uint8) for _ in range(4)]
+    torch.manual_seed(0)
+    a = augment_batch(images, PREP)
+    torch.manual_seed(0)
+    assert a.shape == (4, 3, PREP.crop_size, PREP.crop_size) and a.dtype == torch.uint8
+    assert torch.equal(a, augment_batch(images, PREP))
+    assert not torch.equal(a, augment_batch(images, PREP))  # the generator moved on: a new draw
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "hymenoptera_data").is_dir(), reason="../shared data absent")

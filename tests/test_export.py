@@ -2,10 +2,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 from bees_ants.cli import main
+from bees_ants.export import export_program
 from bees_ants.predict import Predictor
 from conftest import COLOURS, write_image
 
@@ -33,6 +36,17 @@ print(json.dumps({{"info": json.loads(extra["bees_ants.json"]), "probs": probs.t
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["imported_project"] is False
     assert result["info"]["class_names"] == ["ants", "bees"]
+    assert "to 256 (bilinear)" in result["info"]["input"]  # resnet18's weights entry says bilinear
     expected = predictor.probabilities(batch)
     assert torch.allclose(torch.tensor(result["probs"]), expected, atol=1e-5)
     assert [max(range(2), key=p.__getitem__) for p in result["probs"]] == expected.argmax(1).tolist()
+
+
+def test_failed_save_leaves_no_temporary_file(trained_checkpoint, tmp_path, monkeypatch):
+    def full_disk(program, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch.export, "save", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        export_program(trained_checkpoint, tmp_path / "model.pt2")
+    assert list(tmp_path.iterdir()) == []
