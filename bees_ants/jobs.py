@@ -188,7 +188,8 @@ class JobManager:
         self._version = 0
         self._prepares: dict[int, Callable[[], object] | None] = {}
         self._epoch_seconds: dict[tuple[str, str], list[float]] = {}
-        self._restore()
+        with self._changed:
+            self._restore()
 
     # -- what a visitor can do --------------------------------------------------------------------
 
@@ -244,19 +245,22 @@ class JobManager:
         """Yield the visitor's job now if it changed since `seen_version`, then after every change
         that concerns it (its own progress, or the queue moving ahead of it), and return once it is
         over. `timeout` bounds each wait, so a caller can notice an abandoned follower."""
-        last_seen = None
+        drawn = "nothing"  # what the caller shows: (version, queue position), None for "no job"
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._version != seen_version, timeout)
-                seen_version = self._version
                 job = self._latest(owner)
                 snapshot = self._snapshot(job) if job else None
+                version = self._version
             view = None if snapshot is None else (snapshot.version, snapshot.queue_position)
-            if view != last_seen:
-                last_seen = view
+            if drawn == "nothing" and (seen_version >= 0 and (view is None or snapshot.version <= seen_version)):
+                drawn = view  # the caller already shows this state
+            if view != drawn:
+                drawn = view
                 yield snapshot
             if snapshot is None or not snapshot.active:
                 return
+            with self._changed:
+                self._changed.wait_for(lambda: self._version != version, timeout)
 
     def queue_length(self) -> int:
         with self._changed:
