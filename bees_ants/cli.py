@@ -125,7 +125,7 @@ def train_config(args, settings: Settings) -> tuple[TrainConfig, str]:
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .device import describe_device, init_distributed, pick_device, rank_and_world
-    from .models import preprocessing_for
+    from .models import ModelError, preprocessing_for
     from .train import TrainingRun
 
     settings = Settings.from_env()
@@ -138,6 +138,9 @@ def cmd_train(args) -> int:
     if args.mode is None:
         mode, mode_note = choose_mode(device)
         config = replace(config, mode=mode)
+    weights = config.backbone_weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():  # before minutes of decoding
+        raise ModelError(f"backbone weights file '{weights}' does not exist")
     config = replace(config, data_dir=resolve_data_dir(args.data_dir, settings))
 
     init_distributed()  # under torchrun: one process per device, same checkpoint format
