@@ -161,16 +161,19 @@ WEIGHTS_OFFLINE = ("the ImageNet weights for {arch} could not be downloaded ({re
 def first_use_note(dataset: str | None, backbone: str | None, arch: str | None, settings: Settings) -> str:
     """Before Train is clicked: what the run will download first, and the way out when offline."""
     tutorial = next((c for c in catalog.dataset_choices(settings, None) if c.download_to), None)
-    fetch = []
+    fetch, ways, restart = [], [], []
     if tutorial is not None and dataset == tutorial.path:
         fetch.append("the ants/bees set (45 MB)")
+        ways.append("upload a dataset under **Add your own dataset (.zip)**")
+        restart.append("`BEES_ANTS_DATASETS=/path/to/hymenoptera_data`")
     if backbone == "imagenet" and arch in ARCHS and not imagenet_weights_cached(arch):
         fetch.append(f"the ImageNet weights for {arch}")
+        ways.append("pick **none (random init)** in **Start from weights**")
+        restart.append("`BEES_ANTS_BACKBONE_WEIGHTS=/path/to/weights.pth`")
     if not fetch:
         return ""
-    return (f"ⓘ Downloaded on first use: {' and '.join(fetch)}. Offline? Upload a dataset under **Add your own "
-            "dataset (.zip)**, pick **none (random init)** in **Start from weights**, or restart with "
-            "`BEES_ANTS_DATASETS=/path/to/hymenoptera_data` / `BEES_ANTS_BACKBONE_WEIGHTS=/path/to/weights.pth`.")
+    return (f"Downloaded on first use: {' and '.join(fetch)}. Offline? {', '.join(ways)}, or restart the app "
+            f"with {' and '.join(restart)}.")
 
 
 def prepare_run(choice: catalog.DatasetChoice, config: TrainConfig) -> None:
