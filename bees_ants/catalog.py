@@ -98,7 +98,9 @@ def find_dataset(settings: Settings, visitor: Visitor, path: str) -> DatasetChoi
     for choice in dataset_choices(settings, visitor):
         if choice.path == path:
             return choice
-    raise CatalogError("choose a dataset from the list (or add your own as a .zip)")
+    raise CatalogError("choose a dataset from the list. To train on another folder, upload it as a .zip under "
+                       "\"Add your own dataset (.zip)\", or restart the app with BEES_ANTS_DATASETS=/path/to/folder "
+                       "(a folder with train/<class>/ and val/<class>/)")
 
 
 def check_choice(value, allowed, what: str) -> str:

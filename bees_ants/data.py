@@ -39,6 +39,17 @@ class DatasetError(UserError):
     """A dataset that cannot be trained on; the message says what to fix."""
 
 
+class DatasetDownloadError(DatasetError):
+    """The tutorial's set is not on disk and could not be fetched. The message gives the CLI's way
+    out (--data-dir); the app catches this class and names its own (`target`, `reason` say what)."""
+
+    def __init__(self, target: Path, reason: str):
+        self.target, self.reason = target, reason
+        super().__init__(f"the ants/bees dataset is not at '{target}' and could not be downloaded from "
+                         f"{HYMENOPTERA_URL} ({reason}). Offline? Copy an extracted hymenoptera_data folder "
+                         "there, or pass --data-dir PATH")
+
+
 class UnreadableImage(ValueError):
     """One file that cannot be used as an image; the message is the reason it is skipped."""
 
@@ -278,9 +289,7 @@ def ensure_hymenoptera(data_root: str | os.PathLike) -> Path:
     try:
         download_url(HYMENOPTERA_URL, str(data_root), filename=archive.name)
     except Exception as e:  # urllib raises many kinds; all mean the same to the user
-        raise DatasetError(f"the ants/bees dataset is not at '{target}' and could not be downloaded "
-                           f"from {HYMENOPTERA_URL} ({type(e).__name__}: {e}). Offline? Copy an "
-                           "extracted hymenoptera_data folder there, or pass --data-dir PATH") from None
+        raise DatasetDownloadError(target, f"{type(e).__name__}: {e}") from None
     with zipfile.ZipFile(archive) as zf:
         bad = zf.testzip()  # CRC of every member: a broken download fails here, not mid-training
         if bad:

@@ -53,17 +53,37 @@ def set_head(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
+class WeightsDownloadError(ModelError):
+    """ImageNet weights that are neither cached nor downloadable. The message gives the CLI's way
+    out (--backbone-weights); the app catches this class and names its own."""
+
+    def __init__(self, arch: str, reason: str):
+        self.arch, self.reason = arch, reason
+        super().__init__(f"could not download ImageNet weights for {arch} ({reason}). Offline? Pass "
+                         "--backbone-weights PATH to a local state-dict file, or --backbone-weights none "
+                         "for random initialisation")
+
+
+def fetch_imagenet_weights(arch: str) -> dict:
+    """`arch`'s ImageNet state dict, from torchvision's cache or downloaded into it."""
+    try:
+        return default_weights(arch).get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # urllib/SSL/timeout errors: all mean "could not fetch"
+        raise WeightsDownloadError(arch, f"{type(e).__name__}: {e}") from None
+
+
+def imagenet_weights_cached(arch: str) -> bool:
+    """Whether torchvision's cache already holds `arch`'s ImageNet weights (no download needed)."""
+    url = default_weights(arch).url
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
+
+
 def build_model(arch: str, num_classes: int, backbone_weights: str | os.PathLike | None = None) -> nn.Module:
     """`backbone_weights`: "imagenet" (torchvision download/cache), a state-dict file, or None."""
     check_arch(arch)
     if backbone_weights == "imagenet":
-        weights = default_weights(arch)
-        try:
-            model = tvm.get_model(arch, weights=weights)
-        except Exception as e:  # urllib/SSL/timeout errors: all mean "could not fetch"
-            raise ModelError(f"could not download ImageNet weights for {arch} ({type(e).__name__}: {e}). "
-                             "Offline? Pass --backbone-weights PATH to a local state-dict file, "
-                             "or --backbone-weights none for random initialisation") from None
+        fetch_imagenet_weights(arch)  # a download failure says so; then torchvision reads its cache
+        model = tvm.get_model(arch, weights=default_weights(arch))
     else:
         model = tvm.get_model(arch, weights=None)
         if backbone_weights is not None:

@@ -34,6 +34,8 @@ from .errors import UserError
 from .importer import import_zip
 from .jobs import Job, JobManager
 from .config import ARCHS, MODES
+from .data import DatasetDownloadError
+from .models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from .predict import Predictor, val_sample_figure
 from .train import TrainConfig
 from .visitors import Visitor, identify, new_browser_id
@@ -70,9 +72,8 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             EvaluateTab(settings, visitors, models)
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).
-        (app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private")
-            .then(train.follow, train.seen, train.job_view_outputs, api_name="follow", concurrency_limit=None,
-                  show_progress="hidden"))
+        # The page's job view is drawn by the Train tab's timer alone (see TrainTab).
+        app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private")
         app.load(visitors.ready, None, None, api_visibility="private").then(
             train.dataset_picker, None, train.dataset, api_visibility="private").then(
             models.refreshed, None, models.outputs, api_visibility="private")
@@ -147,6 +148,52 @@ def val_grid(job: Job | None) -> gr.Image:
     return gr.Image(image, visible=image is not None)  # no empty box while training
 
 
+# The domain errors give the CLI's way out (its flags); the app has its own: an upload, the
+# "Start from weights" list, or an environment variable read at start.
+DATASET_OFFLINE = ("the ants/bees dataset could not be downloaded ({reason}). Offline? Add your own under "
+                   "\"Add your own dataset (.zip)\", or restart the app with "
+                   "BEES_ANTS_DATASETS=/path/to/hymenoptera_data (a local copy of the tutorial's set)")
+WEIGHTS_OFFLINE = ("the ImageNet weights for {arch} could not be downloaded ({reason}). Offline? Pick "
+                   "\"none (random init)\" in \"Start from weights\", or restart the app with "
+                   "BEES_ANTS_BACKBONE_WEIGHTS=/path/to/weights.pth (a local state-dict file)")
+
+
+def first_use_note(dataset: str | None, backbone: str | None, arch: str | None, settings: Settings) -> str:
+    """Before Train is clicked: what the run will download first, and the way out when offline."""
+    tutorial = next((c for c in catalog.dataset_choices(settings, None) if c.download_to), None)
+    fetch, ways, restart = [], [], []
+    if tutorial is not None and dataset == tutorial.path:
+        fetch.append("the ants/bees set (45 MB)")
+        ways.append("upload a dataset under **Add your own dataset (.zip)**")
+        restart.append("`BEES_ANTS_DATASETS=/path/to/hymenoptera_data`")
+    if backbone == "imagenet" and arch in ARCHS and not imagenet_weights_cached(arch):
+        fetch.append(f"the ImageNet weights for {arch}")
+        ways.append("pick **none (random init)** in **Start from weights**")
+        restart.append("`BEES_ANTS_BACKBONE_WEIGHTS=/path/to/weights.pth`")
+    if not fetch:
+        return ""
+    return (f"Downloaded on first use: {' and '.join(fetch)}. Offline? {', '.join(ways)}, or restart the app "
+            f"with {' and '.join(restart)}.")
+
+
+def prepare_run(choice: catalog.DatasetChoice, config: TrainConfig) -> None:
+    """Run first in the job: fetch what is missing (the tutorial's set, ImageNet weights), so an
+    offline machine hears about both at once and in the app's words."""
+    problems = []
+    if choice.download_to:
+        try:
+            choice.download()
+        except DatasetDownloadError as e:
+            problems.append(DATASET_OFFLINE.format(reason=e.reason))
+    if config.backbone_weights == "imagenet":
+        try:
+            fetch_imagenet_weights(config.arch)
+        except WeightsDownloadError as e:
+            problems.append(WEIGHTS_OFFLINE.format(arch=e.arch, reason=e.reason))
+    if problems:
+        raise UserError("; and ".join(problems))
+
+
 def device_note(jobs: JobManager) -> str:
     if jobs.request_bound:
         return (f"**Device:** ZeroGPU — each run gets a GPU for at most {max_gpu_seconds()} s, counted against "
@@ -186,14 +233,19 @@ class TrainTab:
                                           value=catalog.backbone_for_arch(backbones, arch).value,
                                           label="Start from weights", allow_custom_value=True, elem_id="backbone")
                 arch_in.input(self.backbone_for, arch_in, backbone_in, api_visibility="private")
-                # On a CPU fine-tuning costs minutes per epoch while the fixed extractor caches its
-                # features and finishes in seconds: default to what works. (ZeroGPU: the app
-                # process must not look at CUDA; its runs get a GPU.)
+                first_use = gr.Markdown(first_use_note(self.dataset.value, backbone_in.value, arch, settings),
+                                        elem_id="first-use")
+                gr.on([self.dataset.change, arch_in.change, backbone_in.change], self.first_use,
+                      [self.dataset, backbone_in, arch_in], first_use, api_visibility="private", show_progress="hidden")
+                # On a CPU fine-tuning costs 10-30 s an epoch on the tutorial's set (README, Speed)
+                # while the fixed extractor caches its features once and then takes about a second:
+                # default to what works. (ZeroGPU: the app process must not look at CUDA.)
                 on_cpu = not on_zero_gpu() and pick_device().type == "cpu"
                 mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
                                    value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
-                                   info="On this CPU the fixed extractor takes seconds; fine-tuning "
-                                        "takes minutes per epoch." if on_cpu else None, elem_id="mode")
+                                   info="On this CPU the fixed extractor takes seconds; fine-tuning takes "
+                                        "~10–30 s per epoch on the ants/bees set (more on bigger sets)."
+                                   if on_cpu else None, elem_id="mode")
                 with gr.Accordion("Hyperparameters", open=True):
                     with gr.Row():
                         epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1, maximum=1000,
@@ -230,18 +282,31 @@ class TrainTab:
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
             timer = gr.Timer(1.0)
+            api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train and /follow
 
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     *models.outputs]
         self.job_view_outputs = job_view
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in]
-        # "multiple": a second click reaches the server while the first one streams and gets its
-        # refusal; no concurrency limit, or it would queue behind the first click's stream.
-        train_btn.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
-                        trigger_mode="multiple", show_progress="hidden")
+        # One writer of the job view per page: the timer. Its renders (a figure, ~0.2 s) must not
+        # race another handler's: Gradio applies outputs in the order handlers finish, so a stream
+        # that drew epoch 24 could be overwritten by a tick that started earlier with epoch 15.
+        # trigger_mode="once": a page sends no tick while its previous one is pending, so ticks
+        # run one after another and each draws a snapshot taken after the previous one's, and
+        # the manager's versions only grow. The Train button only starts the job (and answers
+        # with a notice); the next tick, within a second, draws it.
         timer.tick(self.tick, self.seen, job_view, api_visibility="private", concurrency_limit=None,
-                   show_progress="hidden")
+                   show_progress="hidden", trigger_mode="once")
+        # "multiple": a second click reaches the server while the first one is pending and gets its
+        # refusal; no concurrency limit, or it would queue behind a ZeroGPU run's held request.
+        train_btn.click(self.start, settings_in, self.notice, api_visibility="private", concurrency_limit=None,
+                        trigger_mode="multiple", show_progress="hidden")
+        # API clients have no timer: /train and /follow stream the job view to them. These events
+        # hang off a hidden button that no page shows, so they never write to a page.
+        api.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
+                  trigger_mode="multiple", show_progress="hidden")
+        api.click(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
 
     def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
@@ -253,9 +318,25 @@ class TrainTab:
             shown.update(self.models.for_visitor(visitor))
         return shown
 
-    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
+    def start(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
               request: gr.Request, profile: gr.OAuthProfile | None):
+        """The page's Train button: start the job and answer with a notice; the timer draws it.
+        On ZeroGPU the run belongs to this request, so it is held open until the run ends."""
         visitor = self.visitors.of(request, profile)
+        job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
+                                  step_size, gamma, frozen_epochs)
+        yield {self.notice: notice}
+        if job is not None and self.jobs.request_bound:
+            try:
+                for job in self.jobs.follow(visitor.key, job.version):
+                    yield {}  # nothing to draw; a page that went away closes this generator
+            finally:
+                if job.active:
+                    self.jobs.cancel(visitor.key)
+
+    def submit(self, visitor: Visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size,
+               gamma, frozen_epochs) -> tuple[Job | None, str]:
+        """(the job, "") or (None, why it was not started)."""
         try:
             if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
                 raise UserError("every training setting needs a value")
@@ -266,11 +347,23 @@ class TrainTab:
                                  gamma=float(gamma), frozen_epochs=int(frozen_epochs),
                                  backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
                                  out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
-            job = self.jobs.submit(visitor.key, config, prepare=choice.download if choice.download_to else None)
+            needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
+            job = self.jobs.submit(visitor.key, config,
+                                   prepare=functools.partial(prepare_run, choice, config) if needs else None)
         except (UserError, TypeError, ValueError) as e:  # TypeError/ValueError: int("x") of an odd API value
             reason = e if isinstance(e, UserError) else "every training setting needs a number"
             gr.Warning(f"Not started: {reason}")
-            yield {self.notice: f"⚠ **Not started:** {reason}"}
+            return None, f"⚠ **Not started:** {reason}"
+        return job, ""
+
+    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
+              request: gr.Request, profile: gr.OAuthProfile | None):
+        """/train for API clients: start the job, then stream its view until it is over."""
+        visitor = self.visitors.of(request, profile)
+        job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
+                                  step_size, gamma, frozen_epochs)
+        if job is None:
+            yield {self.notice: notice}
             return
         yield {self.notice: "", **self.job_view(job, visitor)}
         try:
@@ -300,6 +393,9 @@ class TrainTab:
             return ("■ Cancel requested: a queued job leaves the queue; a running one stops after the current "
                     "batch and keeps its best checkpoint so far.")
         return "Nothing to cancel: you have no queued or running training job."
+
+    def first_use(self, dataset: str, backbone: str, arch: str) -> str:
+        return first_use_note(dataset, backbone, arch, self.settings)
 
     def backbone_for(self, arch: str) -> str:
         return catalog.backbone_for_arch(catalog.backbone_choices(self.settings), arch).value
