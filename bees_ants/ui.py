@@ -194,6 +194,14 @@ def prepare_run(choice: catalog.DatasetChoice, config: TrainConfig) -> None:
         raise UserError("; and ".join(problems))
 
 
+def _number(convert, value):
+    """int or float of a training setting; an odd API value (a list, "x") is refused as advice."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError("every training setting needs a number") from None
+
+
 def device_note(jobs: JobManager) -> str:
     if jobs.request_bound:
         return (f"**Device:** ZeroGPU — each run gets a GPU for at most {max_gpu_seconds()} s, counted against "
@@ -342,16 +350,17 @@ class TrainTab:
                 raise UserError("every training setting needs a value")
             choice = catalog.find_dataset(self.settings, visitor, dataset)
             config = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
-                                 mode=catalog.check_choice(mode, MODES, "mode"), epochs=int(epochs), lr=float(lr),
-                                 momentum=float(momentum), batch_size=int(batch_size), step_size=int(step_size),
-                                 gamma=float(gamma), frozen_epochs=int(frozen_epochs),
+                                 mode=catalog.check_choice(mode, MODES, "mode"), epochs=_number(int, epochs),
+                                 lr=_number(float, lr), momentum=_number(float, momentum),
+                                 batch_size=_number(int, batch_size), step_size=_number(int, step_size),
+                                 gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
                                  backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
                                  out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
                                    prepare=functools.partial(prepare_run, choice, config) if needs else None)
-        except (UserError, TypeError, ValueError) as e:  # TypeError/ValueError: int("x") of an odd API value
-            reason = e if isinstance(e, UserError) else "every training setting needs a number"
+        except UserError as e:  # any other exception is a bug and keeps its traceback
+            reason = e
             gr.Warning(f"Not started: {reason}")
             return None, f"⚠ **Not started:** {reason}"
         return job, ""

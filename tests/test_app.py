@@ -18,6 +18,7 @@ from bees_ants.device import describe_device, pick_device
 from bees_ants.jobs import Job
 from bees_ants.predict import Evaluation
 from bees_ants.train import EpochRecord, TrainConfig
+from bees_ants.visitors import Visitor
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
 
@@ -46,6 +47,11 @@ def call(client: Client, endpoint: str, *args, **kwargs) -> dict:
     return named(client, endpoint, client.predict(*args, api_name=f"/{endpoint}", **kwargs))
 
 
+def visitor_of(client: Client) -> Visitor:
+    """The visitor the app sees behind an API client: its session."""
+    return Visitor(f"session:{client.session_hash}")
+
+
 def train(client: Client, dataset_dir, **kw) -> list[dict]:
     """Every streamed output of a /train request, once it is over."""
     return [named(client, "train", out) for out in client.submit(**train_args(dataset_dir, **kw), api_name="/train")]
@@ -62,7 +68,9 @@ def server(tmp_path_factory):
 def first_run(server):
     """Every streamed output of one short training run started through /train."""
     client, settings = server
-    return train(client, settings.dataset_dirs[0])
+    # Fine-tuning: each epoch takes a moment, so the page sees every epoch arrive (fixed-mode epochs
+    # on cached features can all finish between two redraws).
+    return train(client, settings.dataset_dirs[0], mode="finetune")
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +112,18 @@ def test_finished_run_refreshes_the_model_pickers_of_the_other_tabs(server, firs
 
 def test_a_new_page_catches_up_with_the_finished_run(server, first_run):
     client, _ = server
-    fresh = Client(client.src, verbose=False)  # a new session, like a reload or a second browser
-    caught_up = call(fresh, "follow")
-    assert caught_up["status"] == first_run[-1]["status"]
-    assert rows(caught_up["history"]) == rows(first_run[-1]["history"]) and caught_up["result"]
+    # An API client is identified by its session: a new session is someone else, who sees no run
+    # (a browser keeps its identity across reloads: test_e2e_browser's second page catches up).
+    stranger = Client(client.src, verbose=False)
+    assert "No training yet" in call(stranger, "follow")["status"]
+    # The same session coming back (a new Client object) is the same visitor: its page already
+    # shows the finished run, so following it draws nothing new, and the run is still theirs.
+    same = Client(client.src, verbose=False)
+    same.session_hash = client.session_hash
+    assert set(call(same, "follow").values()) == {None}
+    assert "Nothing to cancel" in same.predict(api_name="/cancel")
+    picker, *_ = same.predict(api_name="/models")
+    assert picker["value"] == first_run[-1]["model"]["value"]
 
 
 def test_predict_labels_each_file_and_explains_unreadable_ones(server, first_model, tmp_path):
@@ -148,7 +164,7 @@ def test_second_train_is_refused_and_cancel_keeps_the_best_checkpoint(server, fi
         if rows(named(client, "train", out)["history"]):
             break
     refused = call(client, "train", **train_args(settings.dataset_dirs[0]))["notice"]
-    assert "Not started" in refused and "already running" in refused and "of 500" in refused
+    assert "Not started" in refused and "you already have a training job" in refused and "of 500" in refused
     assert "Cancel requested" in client.predict(api_name="/cancel")
     final = named(client, "train", long_run.result())
     assert "Cancelled after" in final["status"] and "of 500 epochs" in final["status"]
@@ -168,8 +184,8 @@ def test_error_in_the_training_thread_is_shown_and_the_app_keeps_serving(server,
 
 
 @pytest.mark.parametrize("request_, reason", [
-    (dict(dataset="/etc"), "'/etc' is not one of the datasets this server offers"),
-    (dict(backbone="/etc/passwd"), "'/etc/passwd' is not one of the backbone weights this server offers"),
+    (dict(dataset="/etc"), "choose a dataset from the list (or add your own as a .zip)"),
+    (dict(backbone="/etc/passwd"), "choose starting weights from the list"),
     (dict(epochs=None), "every training setting needs a value"),
 ], ids=["dataset", "backbone", "empty-setting"])
 def test_requests_for_things_the_server_does_not_offer_are_refused(server, first_run, request_, reason):
@@ -216,8 +232,8 @@ def bugs_model(server, imported):
 
 
 def test_uploaded_zip_becomes_a_selected_dataset(server, imported):
-    _, settings = server
-    path = str(settings.data_root / "garden_bugs")
+    client, settings = server
+    path = str(visitor_of(client).folder(settings.data_root) / "garden_bugs")  # the uploader's own folder
     picker = imported["dataset"]
     assert picker["value"] == path and path in [value for _, value in picker["choices"]]
     info = imported["import-info"]
@@ -248,13 +264,13 @@ def test_unusable_zips_are_refused_with_a_message_and_leave_nothing(server, tmp_
         archive.write_text("not a zip")
     else:
         dataset_zip(archive, {}, members)
-    before = sorted(settings.data_root.iterdir())
+    before = sorted(settings.data_root.rglob("*"))
     refused = call(client, "import_dataset", handle_file(str(archive)))
     info = refused["import-info"]
     assert "Not imported" in info and message in info and "Nothing was kept" in info
     assert not refused["thumbs"]["visible"]
     assert refused["dataset"] == {"__type__": "update"}  # the dataset choice is left as it was
-    assert sorted(settings.data_root.iterdir()) == before
+    assert sorted(settings.data_root.rglob("*")) == before
     assert not list(settings.data_root.parent.rglob("evil.png"))
 
 
@@ -337,13 +353,13 @@ def test_catalog_offers_tutorial_data_root_folders_and_extra_dirs(tmp_path):
     (tmp_path / "data" / "mine" / "train" / "cats").mkdir(parents=True)
     (tmp_path / "data" / "mine" / "val").mkdir()
     (tmp_path / "data" / "not_a_dataset").mkdir()
-    choices = catalog.dataset_choices(settings)
+    choices = catalog.dataset_choices(settings, None)
     assert [Path(c.path).name for c in choices] == ["hymenoptera_data", "mine", "tiny", "one_class"]
     assert choices[0].download_to == str(tmp_path / "data") and "downloaded on first use" in choices[0].label
     assert choices[2].label == "tiny · ants, bees"
     assert catalog.default_dataset(choices).path == str(tmp_path / "data" / "mine")
     with pytest.raises(CatalogError):
-        catalog.find_dataset(settings, "/etc")
+        catalog.find_dataset(settings, Visitor("session:x"), "/etc")
 
 
 def test_settings_from_environment(tmp_path):
@@ -369,8 +385,8 @@ def test_backbone_default_is_a_local_file_for_the_arch(tmp_path):
 
 
 def test_status_line_for_each_stage(tmp_path):
-    job = Job(id=1, config=TrainConfig(data_dir=str(tmp_path / "bees"), epochs=4), device="CPU (2 threads)",
-              started=0.0, status="running")
+    job = Job(id=1, owner="someone", config=TrainConfig(data_dir=str(tmp_path / "bees"), epochs=4),
+              device="CPU (2 threads)", submitted=0.0, started=0.0, status="running")
     assert "epoch 1 of 4 running" in views.status_markdown(job, now=5.0)
     job.history = [EpochRecord(1, 4, 0.7, 0.6, 0.5, 0.8, 0.001, 30.0, 0.8, 1)]
     line = views.status_markdown(job, now=75.0)
@@ -385,7 +401,8 @@ def test_saved_model_curves_are_drawn_like_the_live_ones(tmp_path):
     history = [EpochRecord(1, 3, 0.9, 0.5, 0.7, 0.6, 0.001, 3.0, 0.6, 1),
                EpochRecord(2, 3, 0.6, 0.7, 0.5, 0.8, 0.001, 3.0, 0.8, 2),
                EpochRecord(3, 3, 0.4, 0.8, 0.4, 0.9, 0.001, 9.0, 0.9, 3)]
-    job = Job(id=1, config=config, device="CPU", started=0.0, status="completed", history=history)
+    job = Job(id=1, owner="someone", config=config, device="CPU", submitted=0.0, started=0.0, status="completed",
+              history=history)
     meta = {"mode": "progressive", "history": [asdict(r) for r in history],
             "hyperparameters": {"epochs": 3, "frozen_epochs": 2}}
 

@@ -1,0 +1,156 @@
+"""Two visitors on one running app, through the API: each gradio_client `Client` is one visitor
+(the app identifies an API client by its session). What one uploads, trains and runs is invisible
+and untouchable for the other, and the other's requests for it are refused exactly like requests
+for things that do not exist."""
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from app_fixtures import app_settings, dataset_zip, running_app
+from test_app import call, named, rows, train, train_args, visitor_of
+
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
+
+LONG_NAME = "x" * 100_000
+ODD_VALUES = [7, ["a", "b"], {"path": "/etc/passwd"}, LONG_NAME]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = app_settings(tmp_path_factory.mktemp("visitors"))
+    with running_app(settings) as url:
+        yield url, settings
+
+
+@pytest.fixture(scope="module")
+def alice(server):
+    url, _ = server
+    return Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def bob(server):
+    url, _ = server
+    return Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def alice_dataset(alice, tmp_path_factory):
+    """Alice uploads a zip: the dataset lands in her own folder."""
+    archive = dataset_zip(tmp_path_factory.mktemp("alice") / "alice bugs.zip", {"ants": 5, "bees": 5})
+    path = call(alice, "import_dataset", handle_file(str(archive)))["dataset"]["value"]
+    assert "alice_bugs" in path
+    return path
+
+
+@pytest.fixture(scope="module")
+def alice_model(alice, alice_dataset):
+    """Alice trains on her upload; the checkpoint lands in her own folder."""
+    final = train(alice, alice_dataset, epochs=2)[-1]
+    assert "Finished 2 epochs" in final["status"]
+    return final["model"]["value"]
+
+
+def made_up(path: str) -> str:
+    """A path of the same shape as `path` that names nothing."""
+    return str(Path(path).with_name("resnet18-fixed-made-up.pt"))
+
+
+def test_uploads_and_checkpoints_go_to_the_visitors_own_folders(server, alice, bob, alice_dataset, alice_model):
+    _, settings = server
+    assert Path(alice_dataset).parent == visitor_of(alice).folder(settings.data_root)
+    assert Path(alice_model).parent == visitor_of(alice).folder(settings.weights_dir)
+    assert visitor_of(alice).key != visitor_of(bob).key
+
+
+def test_the_other_visitor_does_not_see_them(alice, bob, alice_dataset, alice_model):
+    picker, note, eval_picker = alice.predict(api_name="/models")
+    assert alice_model in [path for _, path in picker["choices"]]
+    picker, note, eval_picker = bob.predict(api_name="/models")
+    listed = [path for _, path in picker["choices"] + eval_picker["choices"]]
+    assert alice_model not in listed and picker["value"] is None and "No trained model yet" in note
+    # Bob's dataset list refuses Alice's upload as if it did not exist
+    refused = call(bob, "train", **train_args(alice_dataset))["notice"]
+    assert refused == call(bob, "train", **train_args(made_up(alice_dataset)))["notice"]
+    assert refused == "⚠ **Not started:** choose a dataset from the list (or add your own as a .zip)"
+    assert "No training yet" in call(bob, "follow")["status"]  # and nothing was started
+
+
+def refusal(client: Client, endpoint: str, model) -> object:
+    """What `endpoint` answers `client` about `model`: the outputs that carry the reason, or the
+    error message."""
+    image = next(Path(__file__).parent.glob("*.py"))  # any file: the model is refused first
+    try:
+        if endpoint == "predict":
+            return call(client, endpoint, model, [handle_file(str(image))])["problems"]
+        if endpoint == "model_info":
+            return call(client, endpoint, model)["model-card"]
+        if endpoint == "evaluate":
+            return call(client, endpoint, model)["eval-summary"]
+        client.predict(model, api_name=f"/{endpoint}")
+    except AppError as e:
+        return f"AppError: {e}"
+    raise AssertionError(f"/{endpoint} accepted {str(model)[:80]!r}")
+
+
+ENDPOINTS = ["predict", "model_info", "evaluate", "download_checkpoint", "export", "random_val"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_anothers_checkpoint_is_refused_like_a_made_up_one(alice, bob, alice_model, endpoint):
+    refused = refusal(bob, endpoint, alice_model)
+    assert refused == refusal(bob, endpoint, made_up(alice_model))
+    assert refused == refusal(bob, endpoint, "/nowhere/resnet18-fixed.pt")
+    assert "No trained model yet" in refused or "choose a model from the list" in refused
+    assert alice_model not in refused and "alice" not in refused
+    if endpoint == "model_info":  # the owner is served
+        assert "Classes:** ants, bees" in call(alice, endpoint, alice_model)["model-card"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("value", ODD_VALUES, ids=["int", "list", "dict", "100k-chars"])
+def test_odd_values_get_the_usual_refusal(alice, alice_model, endpoint, value):
+    """Alice has a model, so the usual refusal is "choose a model from the list"."""
+    refused = refusal(alice, endpoint, value)
+    assert refused == refusal(alice, endpoint, "/nowhere/resnet18-fixed.pt")
+    assert "choose a model from the list" in refused and LONG_NAME[:1000] not in refused
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=["int", "list", "dict", "100k-chars"])
+def test_odd_dataset_values_get_the_usual_refusal(bob, value):
+    notice = call(bob, "train", **train_args(value))["notice"]
+    assert notice == "⚠ **Not started:** choose a dataset from the list (or add your own as a .zip)"
+
+
+def test_queue_and_cancel_are_per_visitor(server, alice, bob, alice_model):
+    _, settings = server
+    # Alice's long run: certainly still running when we act on its first epoch.
+    long_run = alice.submit(**train_args(settings.dataset_dirs[0], mode="finetune", epochs=500), api_name="/train")
+    for out in long_run:
+        if rows(named(alice, "train", out)["history"]):
+            break
+    # Bob cannot cancel it: he has nothing to cancel.
+    assert "Nothing to cancel" in bob.predict(api_name="/cancel")
+    # Bob's run waits in the queue behind Alice's (one runner).
+    bobs_run = bob.submit(**train_args(settings.dataset_dirs[0], epochs=2), api_name="/train")
+    bobs_outputs = []
+    for out in bobs_run:
+        bobs_outputs.append(named(bob, "train", out))
+        if "Queued: position 1" in bobs_outputs[-1]["status"]:
+            break
+    assert "Queued: position 1" in bobs_outputs[-1]["status"] and bobs_outputs[0]["notice"] == ""
+    assert not long_run.done()  # Alice's run went on through Bob's cancel and submit
+    # Alice cancels hers; Bob's starts by itself and finishes.
+    assert "Cancel requested" in alice.predict(api_name="/cancel")
+    alice_final = named(alice, "train", long_run.result())
+    assert "Cancelled after" in alice_final["status"] and "of 500 epochs" in alice_final["status"]
+    bob_final = named(bob, "train", bobs_run.result())
+    assert "Finished 2 epochs" in bob_final["status"]
+    bobs_model = bob_final["model"]["value"]
+    assert Path(bobs_model).parent == visitor_of(bob).folder(settings.weights_dir)
+    # Each sees only their own models.
+    alices = [p for _, p in alice.predict(api_name="/models")[0]["choices"]]
+    bobs = [p for _, p in bob.predict(api_name="/models")[0]["choices"]]
+    assert bobs_model not in alices and alice_model in alices and bobs == [bobs_model]
