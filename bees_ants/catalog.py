@@ -94,13 +94,17 @@ def default_dataset(choices: list[DatasetChoice]) -> DatasetChoice:
     return next((c for c in choices if c.download_to is None), choices[0])
 
 
+# The same words for a dataset that is not there and one that is someone else's.
+DATASET_REFUSAL = ("choose a dataset from the list. To train on another folder, upload it as a .zip under "
+                   "\"Add your own dataset (.zip)\", or restart the app with BEES_ANTS_DATASETS=/path/to/folder "
+                   "(a folder with train/<class>/ and val/<class>/)")
+
+
 def find_dataset(settings: Settings, visitor: Visitor, path: str) -> DatasetChoice:
     for choice in dataset_choices(settings, visitor):
         if choice.path == path:
             return choice
-    raise CatalogError("choose a dataset from the list. To train on another folder, upload it as a .zip under "
-                       "\"Add your own dataset (.zip)\", or restart the app with BEES_ANTS_DATASETS=/path/to/folder "
-                       "(a folder with train/<class>/ and val/<class>/)")
+    raise CatalogError(DATASET_REFUSAL)
 
 
 def check_choice(value, allowed, what: str) -> str:

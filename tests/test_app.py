@@ -6,6 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+
+from bees_ants.catalog import DATASET_REFUSAL
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -184,7 +186,7 @@ def test_error_in_the_training_thread_is_shown_and_the_app_keeps_serving(server,
 
 
 @pytest.mark.parametrize("request_, reason", [
-    (dict(dataset="/etc"), "choose a dataset from the list (or add your own as a .zip)"),
+    (dict(dataset="/etc"), DATASET_REFUSAL),
     (dict(backbone="/etc/passwd"), "choose starting weights from the list"),
     (dict(epochs=None), "every training setting needs a value"),
 ], ids=["dataset", "backbone", "empty-setting"])

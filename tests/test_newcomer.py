@@ -1,7 +1,6 @@
 """A newcomer's first run: offline advice in each interface's own words, the note before the first
 click, and a Train tab whose job view has one writer per page."""
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch

@@ -5,6 +5,8 @@ for things that do not exist."""
 from pathlib import Path
 
 import pytest
+
+from bees_ants.catalog import DATASET_REFUSAL
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -74,7 +76,7 @@ def test_the_other_visitor_does_not_see_them(alice, bob, alice_dataset, alice_mo
     # Bob's dataset list refuses Alice's upload as if it did not exist
     refused = call(bob, "train", **train_args(alice_dataset))["notice"]
     assert refused == call(bob, "train", **train_args(made_up(alice_dataset)))["notice"]
-    assert refused == "⚠ **Not started:** choose a dataset from the list (or add your own as a .zip)"
+    assert refused == f"⚠ **Not started:** {DATASET_REFUSAL}"
     assert "No training yet" in call(bob, "follow")["status"]  # and nothing was started
 
 
@@ -121,7 +123,7 @@ def test_odd_values_get_the_usual_refusal(alice, alice_model, endpoint, value):
 @pytest.mark.parametrize("value", ODD_VALUES, ids=["int", "list", "dict", "100k-chars"])
 def test_odd_dataset_values_get_the_usual_refusal(bob, value):
     notice = call(bob, "train", **train_args(value))["notice"]
-    assert notice == "⚠ **Not started:** choose a dataset from the list (or add your own as a .zip)"
+    assert notice == f"⚠ **Not started:** {DATASET_REFUSAL}"
 
 
 def test_queue_and_cancel_are_per_visitor(server, alice, bob, alice_model):
