@@ -175,11 +175,12 @@ def cmd_train(args) -> int:
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    from .data import IMAGE_EXTENSIONS
+    """Every file given, and every file in the folders given: each gets a line, a file that is not
+    an image an ERROR line saying so (none is dropped without a word)."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            out += sorted(f for f in p.rglob("*") if f.is_file())
         else:
             out.append(p)  # a missing or unreadable file becomes that file's error line
     return out
@@ -190,7 +191,7 @@ def cmd_predict(args) -> int:
     predictor = Predictor(args.checkpoint, device=args.device)
     files = expand_inputs(args.images)
     if not files:
-        raise UserError("no image files found in the given paths")
+        raise UserError("no files found in the given folders")
     results = predictor.predict(files, names=[str(f) for f in files])
     for r in results:
         if r.error:
