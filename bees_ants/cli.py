@@ -191,7 +191,7 @@ def cmd_predict(args) -> int:
     predictor = Predictor(args.checkpoint, device=args.device)
     files = expand_inputs(args.images)
     if not files:
-        raise UserError("no files found in the given folders")
+        raise UserError("no image files found in the given paths")
     results = predictor.predict(files, names=[str(f) for f in files])
     for r in results:
         if r.error:
