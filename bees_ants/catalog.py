@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import Checkpoint, list_checkpoints
+from .checkpoint import Checkpoint, Listed, list_checkpoint_meta
 from .data import SPLITS, ensure_hymenoptera
 from .errors import UserError
 from .export import export_program
@@ -173,7 +173,7 @@ def find_backbone(settings: Settings, value: str) -> BackboneChoice:
 
 # -- checkpoints ---------------------------------------------------------------------------------
 
-def checkpoint_label(ckpt: Checkpoint) -> str:
+def checkpoint_label(ckpt: Checkpoint | Listed) -> str:
     meta = ckpt.meta
     parts = [meta["arch"], meta["mode"]]
     if "best" in meta:
@@ -194,8 +194,9 @@ def checkpoint_folder(settings: Settings, visitor: Visitor) -> Path:
 def checkpoint_choices(settings: Settings, visitor: Visitor) -> list[tuple[str, str]]:
     """(label, path) of every readable checkpoint the visitor may use -- their own and the shared
     ones -- newest first."""
-    found = list_checkpoints(checkpoint_folder(settings, visitor)) + list_checkpoints(settings.weights_dir)
-    found.sort(key=lambda c: os.path.getmtime(c.path), reverse=True)
+    # Metadata only (side files, cached): a listing costs the same after 200 trainings as after one.
+    found = list_checkpoint_meta(checkpoint_folder(settings, visitor)) + list_checkpoint_meta(settings.weights_dir)
+    found.sort(key=lambda c: c.mtime, reverse=True)
     return [(checkpoint_label(c), c.path) for c in found]
 
 

@@ -6,8 +6,12 @@ opening a checkpoint cannot run code. Metadata holds only plain types for the sa
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,10 @@ from .errors import UserError
 
 FORMAT = "bees_ants/1"
 REQUIRED_META = ("arch", "class_names", "mode", "preprocessing")
+SIDE_SUFFIX = ".json"  # <checkpoint>.pt.json: its metadata alone, so listings need not load weights
+# Temporary files of an interrupted save: ".<name>.<random>.tmp" (checkpoints and their side
+# files) and ".<name>.pt2.tmp" (exports).
+TEMP_FILE = re.compile(r"^\..+\.tmp$")
 
 
 class CheckpointError(UserError):
@@ -41,21 +49,42 @@ class Checkpoint:
         return model.eval()
 
 
-def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}
+def _write_atomically(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def side_file(path: str | os.PathLike) -> Path:
+    return Path(f"{path}{SIDE_SUFFIX}")
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Path:
+    """Write the checkpoint, then its side file (so a listed model is always whole)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}
+    _write_atomically(path, lambda f: torch.save(payload, f))
+    try:
+        _write_side_file(path, meta)
+    except (TypeError, ValueError):  # metadata JSON cannot hold: listings read the checkpoint instead
+        side_file(path).unlink(missing_ok=True)
     return path
+
+
+def _write_side_file(path: Path, meta: dict) -> None:
+    """`meta` next to the checkpoint, with the checkpoint's size and mtime: a side file that does
+    not match them (the .pt rewritten since, by an older version) is ignored."""
+    st = path.stat()
+    data = json.dumps({"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "meta": meta})
+    _write_atomically(side_file(path), lambda f: f.write(data.encode()))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -77,12 +106,83 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(payload["state_dict"], meta, str(path))
 
 
-def list_checkpoints(folder: str | os.PathLike) -> list[Checkpoint]:
-    """Readable checkpoints in `folder`, newest first. Unreadable files are left out."""
+@dataclass(frozen=True)
+class Listed:
+    """A checkpoint as a listing knows it: path, metadata and modification time, no weights."""
+    path: str
+    meta: dict
+    mtime: float
+
+
+_listed: dict[tuple[str, int, int], dict | None] = {}  # (path, mtime_ns, size) -> meta, None: unreadable
+_listed_lock = threading.Lock()
+
+
+def checkpoint_meta(path: Path, st: os.stat_result) -> dict | None:
+    """The checkpoint's metadata from its side file; from the checkpoint itself (once, then
+    remembered) when it has none that matches. None for a file that is not a usable checkpoint."""
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _listed_lock:
+        if key in _listed:
+            return _listed[key]
+    meta = None
+    try:
+        side = json.loads(side_file(path).read_text())
+        if (side.get("format") == FORMAT and side.get("size") == st.st_size
+                and side.get("mtime_ns") == st.st_mtime_ns and all(k in side["meta"] for k in REQUIRED_META)):
+            meta = side["meta"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    if meta is None:  # an older checkpoint, or a side file of an earlier version of it
+        try:
+            meta = load_checkpoint(path).meta
+        except CheckpointError:
+            meta = None
+    with _listed_lock:
+        if len(_listed) > 10_000:  # files come and go; never grow without bound
+            _listed.clear()
+        _listed[key] = meta
+    return meta
+
+
+def list_checkpoint_meta(folder: str | os.PathLike) -> list[Listed]:
+    """Readable checkpoints in `folder`, newest first, without loading their weights."""
     found = []
     for p in Path(folder).glob("*.pt"):
         try:
-            found.append(load_checkpoint(p))
+            st = p.stat()
+        except OSError:  # removed while listing
+            continue
+        meta = checkpoint_meta(p, st)
+        if meta is not None:
+            found.append(Listed(str(p), meta, st.st_mtime))
+    return sorted(found, key=lambda c: c.mtime, reverse=True)
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Checkpoint]:
+    """Readable checkpoints in `folder`, newest first, loaded (weights too). Unreadable files are
+    left out. To list them for a menu, list_checkpoint_meta is far cheaper."""
+    found = []
+    for listed in list_checkpoint_meta(folder):
+        try:
+            found.append(load_checkpoint(listed.path))
         except CheckpointError:
             continue
-    return sorted(found, key=lambda c: os.path.getmtime(c.path), reverse=True)
+    return found
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, older_than: float = 600.0) -> list[Path]:
+    """Remove what an interrupted save left behind under `folder` (recursively): hidden
+    ".<name>.tmp" files last written more than `older_than` seconds ago. Only that pattern, which
+    no saved model or user file has; and only old ones, so a save running in this or another
+    process (the CLI writing into the same folder) is never cut short. Returns what was removed."""
+    removed = []
+    cutoff = time.time() - older_than
+    for p in Path(folder).rglob(".*.tmp"):
+        try:
+            if TEMP_FILE.match(p.name) and p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed.append(p)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed

@@ -179,11 +179,12 @@ def cmd_train(args) -> int:
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    from .data import IMAGE_EXTENSIONS
+    """Every file given, and every file in the folders given: each gets a line, a file that is not
+    an image an ERROR line saying so (none is dropped without a word)."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            out += sorted(f for f in p.rglob("*") if f.is_file())
         else:
             out.append(p)  # a missing or unreadable file becomes that file's error line
     return out

@@ -9,6 +9,7 @@ flip and normalise tensors: nothing is read from disk or decoded twice in a run.
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 from .errors import UserError
 
 SPLITS = ("train", "val")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")  # GIF: 1st frame
 # The tutorial's dataset. Kept as the real source; offline users point --data-dir at a copy.
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 HYMENOPTERA_FILES = {"train": 245, "val": 153}  # files per split in the official archive
@@ -33,6 +34,38 @@ HYMENOPTERA_FILES = {"train": 245, "val": 153}  # files per split in the officia
 # a reason to skip rather than let one hostile upload use gigabytes of memory.
 MAX_PIXELS = 64_000_000
 MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centre
+# Decoding threads: a few keep the model fed; one per core on a big machine only multiplies the
+# full-size images held at once.
+DECODE_THREADS = min(os.cpu_count() or 2, 4)
+# Full-size pixels being decoded at once, process-wide (~3 bytes each, plus a converted copy):
+# two of the largest images, ~400 MB; an image alone may always go ahead, however large.
+DECODE_PIXEL_BUDGET = 2 * MAX_PIXELS
+
+
+class PixelBudget:
+    """A semaphore counted in pixels: `with budget.hold(n):` waits while others hold too many."""
+
+    def __init__(self, pixels: int):
+        self.pixels, self.in_flight = pixels, 0
+        self._free = threading.Condition()
+
+    def hold(self, n: int):
+        budget = self
+
+        class _Hold:
+            def __enter__(self):
+                with budget._free:
+                    budget._free.wait_for(lambda: budget.in_flight == 0 or budget.in_flight + n <= budget.pixels)
+                    budget.in_flight += n
+
+            def __exit__(self, *exc):
+                with budget._free:
+                    budget.in_flight -= n
+                    budget._free.notify_all()
+        return _Hold()
+
+
+decode_budget = PixelBudget(DECODE_PIXEL_BUDGET)
 
 
 class DatasetError(UserError):
@@ -138,11 +171,30 @@ def load_image(path_or_file, min_side: int | None = None, interpolation: str = "
         if min_side and img.format == "JPEG":
             # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
             img.draft("RGB", (min_side, min_side))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
     except UnreadableImage:
         raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(_describe_decode_error(e)) from None
+    with decode_budget.hold(img.width * img.height):  # full-size pixels live only inside
+        return _decode_and_resize(img, min_side, interpolation)
+
+
+def _decode_and_resize(opened: Image.Image, min_side: int | None, interpolation: str) -> Image.Image:
+    try:
+        img = _resized(opened, min_side, interpolation)
+    except BaseException:
+        opened.close()
+        raise
+    if img is not opened:
+        opened.close()  # an animation keeps its file open for the next frames; we use the first
+    return img
+
+
+def _resized(img: Image.Image, min_side: int | None, interpolation: str) -> Image.Image:
+    try:
+        img.load()  # a GIF (or any animation): its first frame
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
     # Pillow reports a broken file's bytes with any of these (ValueError too, e.g. a PNG text chunk
     # too large to decompress); each is a reason to skip that file.
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -251,7 +303,7 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
     skipped = [s for split in SPLITS for s in listed[split][2]]
     jobs = [(split, i, p) for split in decode for i, cls in enumerate(classes) for p in listed[split][1][cls]]
     decoded = []
-    with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(threads or DECODE_THREADS) as pool:
         for result in pool.map(lambda j: _decode(j[2], preprocessing), jobs):
             decoded.append(result)
             if on_progress:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import (DatasetError, Preprocessing, UnreadableImage, center_crop_batch, image_to_tensor, load_dataset,
+from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, image_to_tensor, load_dataset,
                    load_image)
 from .device import autocast, batch_slices, inference_batch_size, pick_device
 
@@ -90,7 +90,7 @@ class Predictor:
         names = names or [Path(str(getattr(i, "name", i))).name for i in items]
         batch_size = batch_size or inference_batch_size(self.device)
         results, pending = [], []
-        with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
             for name, (img, crop, err) in zip(names, pool.map(self.prepare, items)):
                 results.append(Prediction(name, error=err, image=img))
                 if crop is not None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from . import catalog, views
 from .catalog import Settings
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 from .device import describe_device, pick_device
 from .errors import UserError
 from .importer import import_zip
@@ -52,6 +53,8 @@ CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 
 def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
+    # Saves cut short by a kill leave hidden temp files; those older than any save still running.
+    remove_stale_temp_files(settings.weights_dir)
     jobs = jobs or JobManager(settings.max_running, settings.max_queued, settings.jobs_dir,
                               request_bound=on_zero_gpu())
     visitors = Visitors()
@@ -78,6 +81,31 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             train.dataset_picker, None, train.dataset, api_visibility="private").then(
             models.refreshed, None, models.outputs, api_visibility="private")
     return app
+
+
+def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
+    """(PIL image, caption) -> (file, caption), each image written once under a name of its own
+    inside Gradio's cache folder, which Gradio then serves as it is.
+
+    Handed PIL images, Gradio writes each to a cache path named by its content hash, truncating
+    and rewriting the file if it is there: two requests showing the same image rewrite it while it
+    is being served, and a download fails ("Too little data for declared Content-Length"). A file
+    already in the cache is neither copied nor rewritten, and no other request uses its name."""
+    folder = Path(gr.utils.get_upload_folder()) / "bees_ants-gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for image, caption in items:
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                image.save(f, format="JPEG", quality=90)
+            final = tmp[:-len(".tmp")] + ".jpg"
+            os.replace(tmp, final)  # complete before anyone can know its name
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        out.append((final, caption))
+    return out
 
 
 class Visitors:
@@ -290,7 +318,7 @@ class TrainTab:
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
             timer = gr.Timer(1.0)
-            api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train and /follow
+            api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
 
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     *models.outputs]
@@ -315,6 +343,8 @@ class TrainTab:
         api.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
                   trigger_mode="multiple", show_progress="hidden")
         api.click(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
+        # For API clients: the caller's job as it is now, at once.
+        api.click(self.current, None, job_view, api_name="status", concurrency_limit=None, show_progress="hidden")
 
     def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
@@ -397,6 +427,10 @@ class TrainTab:
             return {self.status: views.status_markdown(job)}
         return gr.skip()
 
+    def current(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        visitor = self.visitors.of(request, profile)
+        return self.job_view(self.jobs.latest(visitor.key), visitor)
+
     def cancel(self, request: gr.Request, profile: gr.OAuthProfile | None) -> str:
         if self.jobs.cancel(self.visitors.of(request, profile).key):
             return ("■ Cancel requested: a queued job leaves the queue; a running one stops after the current "
@@ -425,7 +459,7 @@ class TrainTab:
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
         return {self.import_info: views.import_markdown(report),
-                self.thumbs: gr.Gallery(views.thumbnail_items(report), visible=True),
+                self.thumbs: gr.Gallery(gallery_files(views.thumbnail_items(report)), visible=True),
                 self.dataset: self.dataset_picker(request, profile, report.path)}
 
 
@@ -499,7 +533,7 @@ class PredictTab:
 
     def predictions(self, predictions) -> dict:
         readable = [p.probabilities for p in predictions if p.error is None]
-        return {self.gallery: views.gallery_items(predictions), self.confidences: readable[0] if readable else None,
+        return {self.gallery: gallery_files(views.gallery_items(predictions)), self.confidences: readable[0] if readable else None,
                 self.problems: views.problems_markdown(predictions),
                 self.results: views.predictions_table(predictions), self.probabilities: readable}
 
@@ -574,7 +608,7 @@ class EvaluateTab:
             evaluation = predictor.evaluate(val_root(predictor), "val")
         except UserError as e:  # no such model, its dataset gone or changed
             return self.no_evaluation(f"⚠ {e}")
-        mistakes = views.mistake_items(evaluation)
+        mistakes = gallery_files(views.mistake_items(evaluation))
         return {self.summary: views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
                 self.confusion: gr.Plot(views.confusion_figure(evaluation), visible=True),
                 self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.cli import main
@@ -89,6 +90,22 @@ def test_cli_train_predict_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(out), "--data-dir", str(data)]) == 0
     report = capsys.readouterr().out
     assert "val accuracy" in report and "confusion" in report and "wasps" in report
+
+
+def test_predict_on_a_folder_gives_every_file_a_line(trained_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", COLOURS["ants"], seed=1)
+    write_image(folder / "nested" / "b.jpg", COLOURS["bees"], seed=2)
+    Image.new("RGB", (40, 30), COLOURS["bees"]).convert("P").save(folder / "c.gif")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "raw.xyz").write_bytes(b"\x00\x01")
+    code = main(["predict", str(trained_checkpoint), str(folder)])
+    lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert sorted(Path(name).name for name in lines) == ["a.png", "b.jpg", "c.gif", "notes.txt", "raw.xyz"]
+    errors = {Path(name).name: rest for name, rest in lines.items() if rest.startswith("ERROR\t")}
+    assert sorted(errors) == ["notes.txt", "raw.xyz"] and all("not an image" in e for e in errors.values())
+    assert lines[str(folder / "c.gif")].split("\t")[0] in ("ants", "bees")  # a GIF is classified
+    assert code == 1  # two files could not be classified
 
 
 @pytest.mark.parametrize("argv, message", [
