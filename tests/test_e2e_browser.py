@@ -175,8 +175,10 @@ def test_upload_a_zip_dataset(browser, server, tmp_path):
 def options(page, elem_id) -> list[str]:
     """The labels a dropdown offers."""
     page.locator(f"#{elem_id} input").click()
+    expect(page.locator(f"#{elem_id} input")).to_have_attribute("aria-expanded", "true")  # the list is open
     found = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
+    page.locator("#visitor").click()  # closes the list
+    expect(page.get_by_role("option")).to_have_count(0)
     return [o.strip() for o in found]
 
 
