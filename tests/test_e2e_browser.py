@@ -54,7 +54,11 @@ def set_up_training(page, mode, epochs, lr):
 
 
 def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    """A page in a new browser context (a new visitor), or in `browser`'s context when it is one
+    (the same visitor: contexts share their localStorage, where the visitor id lives)."""
+    if not isinstance(browser, sync_api.BrowserContext):
+        browser = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page()
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("#train-btn", timeout=LONG)
     return page
@@ -76,10 +80,10 @@ def test_train_watch_reload_cancel_predict_evaluate_export(browser, server, tmp_
     page.screenshot(path=str(SCREENS / "train_running.png"), full_page=True)
 
     page.locator("#train-btn").click()
-    expect(page.locator(".toast-body").first).to_contain_text("already running")
+    expect(page.locator(".toast-body").first).to_contain_text("you already have a training job")
     expect(page.locator("#notice")).to_contain_text("Not started")
 
-    second = open_page(browser, url)  # a reload or another browser: same job, same history
+    second = open_page(page.context, url)  # another tab of the same browser: same job, same history
     expect(second.locator("#status")).to_contain_text(re.compile(r"epoch \d+ of 200"), timeout=LONG)
     expect(second.locator("#history tbody tr").first).to_contain_text("%")
     second.close()
@@ -166,3 +170,77 @@ def test_upload_a_zip_dataset(browser, server, tmp_path):
     page.locator("#upload input[type=file]").set_input_files(str(fake))
     expect(page.locator("#import-info")).to_contain_text("Not imported", timeout=LONG)
     expect(page.locator("#dataset input")).to_have_value("garden_bugs · ants, bees, wasps")
+
+
+def options(page, elem_id) -> list[str]:
+    """The labels a dropdown offers."""
+    page.locator(f"#{elem_id} input").click()
+    expect(page.locator(f"#{elem_id} input")).to_have_attribute("aria-expanded", "true")  # the list is open
+    found = page.get_by_role("option").all_inner_texts()
+    page.locator("#visitor").click()  # closes the list
+    expect(page.get_by_role("option")).to_have_count(0)
+    return [o.strip() for o in found]
+
+
+@pytest.mark.timeout(600)
+def test_two_visitors_each_see_only_their_own(browser, server, tmp_path):
+    url, _ = server
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    one, two = (browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2))
+    try:
+        # Visitor 1 uploads a zip, trains a model on it, then starts a long run.
+        page1 = open_page(one, url)
+        expect(page1.locator("#visitor")).to_contain_text("private to this browser", timeout=LONG)
+        page1.get_by_text("Add your own dataset (.zip)").click()
+        archive = dataset_zip(tmp_path / "visitor one.zip", {"ants": 6, "bees": 6})
+        page1.locator("#upload input[type=file]").set_input_files(str(archive))
+        expect(page1.locator("#dataset input")).to_have_value("visitor_one · ants, bees", timeout=LONG)
+        set_up_training(page1, "fixed feature extractor", 2, 0.02)
+        page1.locator("#train-btn").click()
+        expect(page1.locator("#status")).to_contain_text("Finished 2 epochs", timeout=LONG)
+        page1.get_by_role("tab", name="Predict").click()
+        expect(page1.locator("#model input")).to_have_value(re.compile(r"^resnet18 · fixed · val"))
+        model1 = page1.locator("#model input").input_value()
+        page1.get_by_role("tab", name="Train").click()
+        set_up_training(page1, "fine-tune the whole network", 200, 0.01)
+        page1.locator("#train-btn").click()
+        expect(page1.locator("#status")).to_contain_text(re.compile(r"Training: epoch \d+ of 200"), timeout=LONG)
+
+        # Visitor 2 sees neither visitor 1's dataset nor their model.
+        page2 = open_page(two, url)
+        expect(page2.locator("#visitor")).to_contain_text("private to this browser", timeout=LONG)
+        expect(page2.locator("#status")).to_contain_text("No training yet")
+        datasets2 = options(page2, "dataset")
+        assert datasets2 and not any("visitor_one" in d for d in datasets2)
+        page2.get_by_role("tab", name="Predict").click()
+        expect(page2.locator("#model-note")).to_contain_text("No trained model yet")
+        assert model1 not in options(page2, "model")
+        page2.get_by_role("tab", name="Train").click()
+
+        # Visitor 2's run waits behind visitor 1's.
+        set_up_training(page2, "fixed feature extractor", 2, 0.02)
+        page2.locator("#train-btn").click()
+        expect(page2.locator("#status")).to_contain_text("Queued: position 1", timeout=LONG)
+        expect(page2.locator("#notice")).not_to_contain_text("Not started")
+        page2.screenshot(path=str(SCREENS / "visitor2_queued.png"), full_page=True)
+        page2.locator("#visitor").screenshot(path=str(SCREENS / "visitor2_line.png"))
+
+        # Visitor 1 reloads: still their run, their dataset and their model.
+        page1.reload(wait_until="domcontentloaded")
+        expect(page1.locator("#status")).to_contain_text(re.compile(r"epoch \d+ of 200"), timeout=LONG)
+        assert any("visitor_one" in d for d in options(page1, "dataset"))
+        page1.get_by_role("tab", name="Predict").click()
+        # (the newest of theirs is selected: the running job's best-so-far checkpoint)
+        expect(page1.locator("#model input")).to_have_value(re.compile(r"^resnet18 · "), timeout=LONG)
+        assert model1 in options(page1, "model")
+        page1.screenshot(path=str(SCREENS / "visitor1_reloaded.png"), full_page=True)
+        page1.get_by_role("tab", name="Train").click()
+
+        # Visitor 1 cancels; visitor 2's run starts by itself and finishes.
+        page1.locator("#cancel-btn").click()
+        expect(page1.locator("#status")).to_contain_text("Cancelled after", timeout=LONG)
+        expect(page2.locator("#status")).to_contain_text("Finished 2 epochs", timeout=LONG)
+        page2.screenshot(path=str(SCREENS / "visitor2_done.png"), full_page=True)
+    finally:
+        one.close()
+        two.close()
