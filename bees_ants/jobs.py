@@ -21,6 +21,7 @@ Nothing here knows about Gradio.
 """
 from __future__ import annotations
 
+import atexit
 import contextvars
 import copy
 import ctypes
@@ -54,6 +55,21 @@ ACTIVE = ("queued", "preparing", "scanning", "running")  # then: completed, canc
 GUESSED_EPOCH_SECONDS = {"fixed": 3.0, "finetune": 15.0, "progressive": 12.0}
 GUESSED_SETUP_SECONDS = 30.0  # scan + decode + first feature caching
 PROGRESS_INTERVAL = 1.0  # seconds between progress updates inside a long step
+
+
+# Runner threads of every manager in this process, with their cancel flags. At exit they are
+# cancelled and joined: a thread killed inside torch aborts the interpreter, and a run stopped
+# this way keeps its best checkpoint (a restart then reports it as interrupted).
+_RUNNERS: list[tuple[threading.Thread, Path]] = []
+
+
+@atexit.register
+def _stop_runners() -> None:
+    for runner, flag in _RUNNERS:
+        if runner.is_alive():
+            CancelFlag(flag).set()
+    for runner, _ in _RUNNERS:
+        runner.join(timeout=60)
 
 
 class JobRefused(UserError):
@@ -126,7 +142,6 @@ class CancelFlag:
         Path(self.path).touch()
 
 
-@gpu_task(duration=training_duration)
 def release_memory() -> None:
     """Give a finished run's memory back: collect its reference cycles, empty the CUDA cache, and
     on glibc return freed heap pages to the system (glibc keeps them otherwise, and an idle app
@@ -144,6 +159,7 @@ def release_memory() -> None:
         pass
 
 
+@gpu_task(duration=training_duration)
 def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
     """Scan, then train, yielding ("scanned", classes, counts, skipped), ("progress", stage,
     done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
@@ -335,8 +351,10 @@ class JobManager:
             job.status, job.started = ("preparing" if prepare else "scanning"), time.time()
             self._bump(job)
             context = self._contexts.pop(job.id)
-            threading.Thread(target=context.run, args=(self._run, job, prepare),
-                             name=f"training-job-{job.id}", daemon=True).start()
+            runner = threading.Thread(target=context.run, args=(self._run, job, prepare),
+                                      name=f"training-job-{job.id}", daemon=True)
+            _RUNNERS.append((runner, self._cancel_path(job)))
+            runner.start()
 
     def _fill_queue_info(self) -> None:
         """Position and estimated start of every queued job: each waits for the earliest of the

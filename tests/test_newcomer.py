@@ -103,7 +103,7 @@ def test_only_the_timer_draws_the_job_view_on_a_page(tmp_path):
     components = {c["id"]: c for c in app.config["components"]}
     status = next(i for i, c in components.items() if c["props"].get("elem_id") == "status")
     writers = [d for d in app.config["dependencies"] if status in d["outputs"]]
-    assert {d["api_name"] for d in writers} == {"tick", "train", "follow"}
+    assert {d["api_name"] for d in writers} == {"tick", "train", "follow", "status"}
     for d in writers:
         (target, event), = d["targets"]
         if d["api_name"] == "tick":
