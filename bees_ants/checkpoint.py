@@ -159,18 +159,6 @@ def list_checkpoint_meta(folder: str | os.PathLike) -> list[Listed]:
     return sorted(found, key=lambda c: c.mtime, reverse=True)
 
 
-def list_checkpoints(folder: str | os.PathLike) -> list[Checkpoint]:
-    """Readable checkpoints in `folder`, newest first, loaded (weights too). Unreadable files are
-    left out. To list them for a menu, list_checkpoint_meta is far cheaper."""
-    found = []
-    for listed in list_checkpoint_meta(folder):
-        try:
-            found.append(load_checkpoint(listed.path))
-        except CheckpointError:
-            continue
-    return found
-
-
 def remove_stale_temp_files(folder: str | os.PathLike, older_than: float = 600.0) -> list[Path]:
     """Remove what an interrupted save left behind under `folder` (recursively): hidden
     ".<name>.tmp" files last written more than `older_than` seconds ago. Only that pattern, which

@@ -271,7 +271,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    f"<class>/ folders (imported into {root}) (default: the tutorial's ants/bees set, "
                    f"downloaded to {root})")
     t.add_argument("--arch", choices=ARCHS, help=f"backbone (default {DEFAULT_ARCH}"
-                   + (f", or the one BEES_ANTS_BACKBONE_WEIGHTS's file name says)" if env_weights else ")"))
+                   + (", or the one BEES_ANTS_BACKBONE_WEIGHTS's file name says)" if env_weights else ")"))
     t.add_argument("--mode", choices=MODES, help="finetune: train all layers; "
                    "fixed: frozen feature extractor, train the head only; "
                    "progressive: fixed for --frozen-epochs, then fine-tune "

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .data import IMAGE_EXTENSIONS, SPLITS, DatasetError, Preprocessing, SkippedFile, load_dataset, load_image
+from .data import (DECODE_THREADS, IMAGE_EXTENSIONS, SPLITS, DatasetError, Preprocessing, SkippedFile, UnreadableImage,
+                   load_dataset, load_image)
 
 # Caps for a shared server (a Space); every entry point takes them as arguments too.
 MAX_FILES = 20_000             # images in one archive
@@ -310,7 +311,7 @@ def class_files(folder: Path, source: Path, skipped: list[SkippedFile], notes: l
         if not files:
             notes.append(f"ignored '{sub.relative_to(source)}/': no images")
             continue
-        with ThreadPoolExecutor(os.cpu_count() or 2) as pool:  # PIL decodes without the GIL
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes without the GIL
             errors = list(pool.map(_decode_error, (p for p, _ in files)))
         skipped += [SkippedFile(str(p.relative_to(source)), e) for (p, _), e in zip(files, errors) if e]
         classes[sub.name] = [f for f, e in zip(files, errors) if not e]
@@ -320,7 +321,7 @@ def class_files(folder: Path, source: Path, skipped: list[SkippedFile], notes: l
 def _decode_error(path: Path) -> str | None:
     try:
         load_image(path, CHECK_PREPROCESSING.resize_size)
-    except ValueError as e:
+    except UnreadableImage as e:
         return str(e)
     return None
 

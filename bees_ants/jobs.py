@@ -14,6 +14,7 @@ cancels it.
 - The training itself is `training_events`: a generator of small picklable events that runs in
   the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a file
   flag, so it reaches either.
+- A visitor is shown their newest job only, so that is all the manager keeps of them.
 - With a `state_dir`, every change is written there atomically (one JSON per job); at start,
   jobs that were queued or running when the server stopped are marked `interrupted` (their best
   checkpoint, written atomically during the run, stays usable).
@@ -232,7 +233,8 @@ class JobManager:
         self._state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="bees_ants-jobs-"))
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._changed = threading.Condition()
-        self._jobs: dict[int, Job] = {}  # every job this server knows, by id
+        self._jobs: dict[str, Job] = {}  # each visitor's newest job, by owner: all a visitor is shown
+        self._last_id = 0
         self._contexts: dict[int, contextvars.Context] = {}
         self._version = 0
         self._prepares: dict[int, Callable[[], object] | None] = {}
@@ -255,10 +257,14 @@ class JobManager:
             if sum(j.status == "queued" for j in self._jobs.values()) >= self.max_queued:
                 raise JobRefused(f"the training queue is full ({self.max_queued} jobs waiting); "
                                  "try again in a few minutes")
-            job = Job(id=max(self._jobs, default=0) + 1, owner=owner, config=config,
+            previous = self._jobs.get(owner)
+            self._last_id += 1
+            job = Job(id=self._last_id, owner=owner, config=config,
                       device=describe_device(pick_device(config.device)) if not self.request_bound else "ZeroGPU",
                       submitted=time.time())
-            self._jobs[job.id] = job
+            if previous is not None:  # its record goes; the new job replaces it
+                self._record_path(previous).unlink(missing_ok=True)
+            self._jobs[owner] = job
             self._prepares[job.id] = prepare
             # On ZeroGPU the GPU is scheduled against the request that asked for it: the runner
             # thread carries that request's context (spaces reads the request from it).
@@ -287,7 +293,7 @@ class JobManager:
     def latest(self, owner: str) -> Job | None:
         """A copy of the visitor's newest job (with its queue position while it waits)."""
         with self._changed:
-            job = self._latest(owner)
+            job = self._jobs.get(owner)
             return self._snapshot(job) if job else None
 
     def follow(self, owner: str, seen_version: int = -1, timeout: float = 10.0) -> Iterator[Job | None]:
@@ -297,7 +303,7 @@ class JobManager:
         drawn = "nothing"  # what the caller shows: (version, queue position), None for "no job"
         while True:
             with self._changed:
-                job = self._latest(owner)
+                job = self._jobs.get(owner)
                 snapshot = self._snapshot(job) if job else None
                 version = self._version
             view = None if snapshot is None else (snapshot.version, snapshot.queue_position)
@@ -311,17 +317,11 @@ class JobManager:
             with self._changed:
                 self._changed.wait_for(lambda: self._version != version, timeout)
 
-    def queue_length(self) -> int:
-        with self._changed:
-            return sum(j.status == "queued" for j in self._jobs.values())
-
     # -- internals (call with the lock held) ------------------------------------------------------
 
     def _active_job(self, owner: str) -> Job | None:
-        return next((j for j in self._jobs.values() if j.owner == owner and j.active), None)
-
-    def _latest(self, owner: str) -> Job | None:
-        return max((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.id, default=None)
+        job = self._jobs.get(owner)
+        return job if job is not None and job.active else None
 
     def _snapshot(self, job: Job) -> Job:
         self._fill_queue_info()
@@ -353,7 +353,7 @@ class JobManager:
             context = self._contexts.pop(job.id)
             runner = threading.Thread(target=context.run, args=(self._run, job, prepare),
                                       name=f"training-job-{job.id}", daemon=True)
-            _RUNNERS.append((runner, self._cancel_path(job)))
+            _RUNNERS[:] = [(r, flag) for r, flag in _RUNNERS if r.is_alive()] + [(runner, self._cancel_path(job))]
             runner.start()
 
     def _fill_queue_info(self) -> None:
@@ -390,10 +390,13 @@ class JobManager:
     def _save(self, job: Job) -> None:
         record = asdict(job)
         record.pop("queue_position"), record.pop("starts_in")
-        path = self._state_dir / f"job-{job.id}.json"
+        path = self._record_path(job)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)  # a crash mid-write leaves the previous version, never half a file
+
+    def _record_path(self, job: Job) -> Path:
+        return self._state_dir / f"job-{job.id}.json"
 
     def _restore(self) -> None:
         for tmp in self._state_dir.glob(".job-*.json.tmp"):
@@ -404,7 +407,9 @@ class JobManager:
             except (ValueError, TypeError, KeyError) as e:
                 log.warning("ignoring unreadable job record %s: %s", path, e)
                 continue
-            self._jobs[job.id] = job
+            self._jobs[job.owner] = job
+            self._last_id = max(self._last_id, job.id)
+        for job in self._jobs.values():
             if job.active:  # the server stopped under it
                 was = job.describe()
                 job.status, job.finished = "interrupted", job.finished or time.time()

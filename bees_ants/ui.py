@@ -6,12 +6,15 @@ out keep what they show. `build_app` is the table of contents: the header, the t
 the one dependency between them, the model pickers (ModelPickers), which the Predict and
 Evaluate tabs show and which a finished training job refreshes with its new checkpoint.
 
-Train: the button asks the job manager for a job and then follows it (a generator that yields on
-every change). Every page also follows the job from its load event and gets a 1 s timer tick, so
-a reloaded page or a second browser catches up with a job it did not start. The `seen` state is
-the job version this page last drew, so ticks redraw only when something changed.
-A zip upload on the Train tab becomes a new dataset folder in the data root (importer.import_zip).
-Predict: checkpoints from the weights folder, loaded once each (catalog.load_predictor).
+Who is asking: a page registers its browser (Visitors) on load; every handler asks
+`Visitors.of(request, profile)` and passes that Visitor to the catalog and the job manager, which
+decide what it may see and touch.
+Train: the button asks the job manager for a job (queued or started, or refused with a reason);
+the page's 1 s timer alone draws the visitor's job, so a reloaded page catches up and nothing
+older can overwrite something newer. The `seen` state is the job version this page last drew,
+so ticks redraw only when something changed. API clients get /train, /follow and /status.
+A zip upload on the Train tab becomes a new dataset folder in the visitor's own folder.
+Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor).
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set, and the checkpoint or its .pt2 export to download.
 
@@ -76,36 +79,37 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).
         # The page's job view is drawn by the Train tab's timer alone (see TrainTab).
-        app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private")
-        app.load(visitors.ready, None, None, api_visibility="private").then(
+        app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private").then(
             train.dataset_picker, None, train.dataset, api_visibility="private").then(
             models.refreshed, None, models.outputs, api_visibility="private")
     return app
 
 
-def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
-    """(PIL image, caption) -> (file, caption), each image written once under a name of its own
-    inside Gradio's cache folder, which Gradio then serves as it is.
+def image_file(image, format: str = "JPEG") -> str:
+    """A PIL image written once under a name of its own inside Gradio's cache folder, which
+    Gradio then serves as it is. Every image the app shows goes through here.
 
     Handed PIL images, Gradio writes each to a cache path named by its content hash, truncating
     and rewriting the file if it is there: two requests showing the same image rewrite it while it
     is being served, and a download fails ("Too little data for declared Content-Length"). A file
     already in the cache is neither copied nor rewritten, and no other request uses its name."""
-    folder = Path(gr.utils.get_upload_folder()) / "bees_ants-gallery"
+    folder = Path(gr.utils.get_upload_folder()) / "bees_ants-images"
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for image, caption in items:
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                image.save(f, format="JPEG", quality=90)
-            final = tmp[:-len(".tmp")] + ".jpg"
-            os.replace(tmp, final)  # complete before anyone can know its name
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        out.append((final, caption))
-    return out
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=format, **({"quality": 90} if format == "JPEG" else {}))
+        final = tmp[:-len(".tmp")] + "." + format.lower()
+        os.replace(tmp, final)  # complete before anyone can know its name
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
+    """(PIL image, caption) -> (file, caption), for a gallery (see image_file)."""
+    return [(image_file(image), caption) for image, caption in items]
 
 
 class Visitors:
@@ -127,9 +131,6 @@ class Visitors:
             text = ("Your datasets, runs and models are private to this browser"
                     + (" (sign in to keep them across devices)." if os.environ.get("OAUTH_CLIENT_ID") else "."))
         return browser_id, text
-
-    def ready(self):
-        """Nothing to do: chained after `register` has had its turn (load events start together)."""
 
     def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
         session = getattr(request, "session_hash", None)
@@ -160,10 +161,12 @@ class ModelPickers:
 
 # -- Train -----------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4)
-def _val_grid(checkpoint: str, mtime: float, data_dir: str, seed: int):
-    # One grid per finished run, shared by every page that shows it (mtime: the final save).
-    return views.figure_image(val_sample_figure(catalog.load_predictor(checkpoint), data_dir, VAL_GRID_IMAGES, seed))
+@functools.lru_cache(maxsize=64)
+def _val_grid(checkpoint: str, mtime: float, data_dir: str, seed: int) -> str:
+    # One grid file per finished run, drawn once and served to every page of its visitor
+    # (mtime: the final save).
+    figure = val_sample_figure(catalog.load_predictor(checkpoint), data_dir, VAL_GRID_IMAGES, seed)
+    return image_file(views.figure_image(figure), "PNG")
 
 
 def val_grid(job: Job | None) -> gr.Image:
@@ -314,7 +317,7 @@ class TrainTab:
                 self.table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
                                           interactive=False, max_height=300, elem_id="history")
                 self.result = gr.Markdown(label="result", elem_id="result")
-                self.grid = gr.Image(label="val_predictions", show_label=False, type="pil", interactive=False,
+                self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
             timer = gr.Timer(1.0)
@@ -365,12 +368,8 @@ class TrainTab:
                                   step_size, gamma, frozen_epochs)
         yield {self.notice: notice}
         if job is not None and self.jobs.request_bound:
-            try:
-                for job in self.jobs.follow(visitor.key, job.version):
-                    yield {}  # nothing to draw; a page that went away closes this generator
-            finally:
-                if job.active:
-                    self.jobs.cancel(visitor.key)
+            for _ in self.held(visitor, job):
+                yield {}  # nothing to draw: the timer does
 
     def submit(self, visitor: Visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size,
                gamma, frozen_epochs) -> tuple[Job | None, str]:
@@ -405,11 +404,17 @@ class TrainTab:
             yield {self.notice: notice}
             return
         yield {self.notice: "", **self.job_view(job, visitor)}
+        for job in self.held(visitor, job):
+            yield self.job_view(job, visitor)
+
+    def held(self, visitor: Visitor, job: Job):
+        """The job's changes until it is over. On ZeroGPU the run belongs to the request that
+        started it: when that request goes away (the page closed, the client gone), Gradio closes
+        this generator and the run is cancelled."""
         try:
             for job in self.jobs.follow(visitor.key, job.version):
-                yield self.job_view(job, visitor)
+                yield job
         finally:
-            # On ZeroGPU the run belongs to this request: a page that goes away takes it along.
             if self.jobs.request_bound and job.active:
                 self.jobs.cancel(visitor.key)
 
@@ -509,7 +514,7 @@ class PredictTab:
                                               elem_id="gallery")
                     self.results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
                                                 max_height=300, elem_id="results")
-                    val_samples = gr.Image(label="Random val images: predicted vs true", type="pil",
+                    val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
                                            interactive=False, show_label=False, visible=False, elem_id="val-samples")
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
 
@@ -546,7 +551,8 @@ class PredictTab:
             root = val_root(predictor)
         except UserError as e:
             raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
-        return gr.Image(views.figure_image(val_sample_figure(predictor, root, VAL_GRID_IMAGES)), visible=True)
+        figure = val_sample_figure(predictor, root, VAL_GRID_IMAGES)
+        return gr.Image(image_file(views.figure_image(figure), "PNG"), visible=True)
 
 
 # -- Evaluate & export -----------------------------------------------------------------------------

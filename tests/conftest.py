@@ -77,3 +77,14 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     run = TrainingRun(small_config(make_dataset(root / "data"), root, epochs=6))
     list(run)
     return Path(run.checkpoint_path)
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """The app on a free local port, one per test module: (url, settings). The settings offer the
+    tiny two-class set and a one-class set that cannot train (app_fixtures.app_settings)."""
+    from app_fixtures import app_settings, running_app
+
+    settings = app_settings(tmp_path_factory.mktemp("app"))
+    with running_app(settings) as url:
+        yield url, settings

@@ -15,7 +15,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not shutil.which(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path)", allow_module_level=True)
 
-from app_fixtures import app_settings, dataset_zip, running_app  # noqa: E402
+from app_fixtures import dataset_zip  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
 expect = sync_api.expect
@@ -23,13 +23,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENS = Path(os.environ.get("BEES_ANTS_SCREENSHOTS", "/tmp/screens"))
 LONG = 60_000  # ms; generous for a loaded 2-core machine, never a measured quantity
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    settings = app_settings(tmp_path_factory.mktemp("browser"))
-    with running_app(settings) as url:
-        yield url, settings
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +58,8 @@ def open_page(browser, url):
 
 
 @pytest.mark.timeout(600)  # two training runs and every tab, at browser speed on a loaded machine
-def test_train_watch_reload_cancel_predict_evaluate_export(browser, server, tmp_path):
-    url, settings = server
+def test_train_watch_reload_cancel_predict_evaluate_export(browser, served_app, tmp_path):
+    url, settings = served_app
     SCREENS.mkdir(parents=True, exist_ok=True)
     page = open_page(browser, url)
     expect(page.locator("#status")).to_contain_text("No training yet")
@@ -150,8 +143,8 @@ def test_train_watch_reload_cancel_predict_evaluate_export(browser, server, tmp_
     page.screenshot(path=str(SCREENS / "export.png"), full_page=True)
 
 
-def test_upload_a_zip_dataset(browser, server, tmp_path):
-    url, _ = server
+def test_upload_a_zip_dataset(browser, served_app, tmp_path):
+    url, _ = served_app
     archive = dataset_zip(tmp_path / "garden bugs.zip", {"ants": 5, "bees": 5, "wasps": 5},
                           {"bees/notes.txt": b"not an image"})
     page = open_page(browser, url)
@@ -183,8 +176,8 @@ def options(page, elem_id) -> list[str]:
 
 
 @pytest.mark.timeout(600)
-def test_two_visitors_each_see_only_their_own(browser, server, tmp_path):
-    url, _ = server
+def test_two_visitors_each_see_only_their_own(browser, served_app, tmp_path):
+    url, _ = served_app
     SCREENS.mkdir(parents=True, exist_ok=True)
     one, two = (browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2))
     try:

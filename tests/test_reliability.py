@@ -61,7 +61,7 @@ def test_listing_falls_back_to_the_checkpoint_without_a_matching_side_file(tmp_p
     (folder / "junk.pt").write_bytes(b"not a checkpoint")
     listed = {Path(c.path).name: c.meta["best"]["val_acc"] for c in checkpoint.list_checkpoint_meta(folder)}
     assert listed == {"old.pt": 0.001, "rewritten.pt": 0.003}
-    assert [Path(c.path).name for c in checkpoint.list_checkpoints(folder)] == sorted(listed, key=lambda n: -os.path.getmtime(folder / n))
+    assert [Path(c.path).name for c in checkpoint.list_checkpoint_meta(folder)] == sorted(listed, key=lambda n: -os.path.getmtime(folder / n))
 
 
 # -- temporary files of interrupted saves ----------------------------------------------------------

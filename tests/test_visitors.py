@@ -10,7 +10,7 @@ from bees_ants.catalog import DATASET_REFUSAL
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_settings, dataset_zip, running_app
+from app_fixtures import app_settings, dataset_zip
 from test_app import call, named, rows, train, train_args, visitor_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -20,21 +20,14 @@ ODD_VALUES = [7, ["a", "b"], {"path": "/etc/passwd"}, LONG_NAME]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    settings = app_settings(tmp_path_factory.mktemp("visitors"))
-    with running_app(settings) as url:
-        yield url, settings
-
-
-@pytest.fixture(scope="module")
-def alice(server):
-    url, _ = server
+def alice(served_app):
+    url, _ = served_app
     return Client(url, verbose=False)
 
 
 @pytest.fixture(scope="module")
-def bob(server):
-    url, _ = server
+def bob(served_app):
+    url, _ = served_app
     return Client(url, verbose=False)
 
 
@@ -60,8 +53,8 @@ def made_up(path: str) -> str:
     return str(Path(path).with_name("resnet18-fixed-made-up.pt"))
 
 
-def test_uploads_and_checkpoints_go_to_the_visitors_own_folders(server, alice, bob, alice_dataset, alice_model):
-    _, settings = server
+def test_uploads_and_checkpoints_go_to_the_visitors_own_folders(served_app, alice, bob, alice_dataset, alice_model):
+    _, settings = served_app
     assert Path(alice_dataset).parent == visitor_of(alice).folder(settings.data_root)
     assert Path(alice_model).parent == visitor_of(alice).folder(settings.weights_dir)
     assert visitor_of(alice).key != visitor_of(bob).key
@@ -126,8 +119,8 @@ def test_odd_dataset_values_get_the_usual_refusal(bob, value):
     assert notice == f"⚠ **Not started:** {DATASET_REFUSAL}"
 
 
-def test_queue_and_cancel_are_per_visitor(server, alice, bob, alice_model):
-    _, settings = server
+def test_queue_and_cancel_are_per_visitor(served_app, alice, bob, alice_model):
+    _, settings = served_app
     # Alice's long run: certainly still running when we act on its first epoch.
     long_run = alice.submit(**train_args(settings.dataset_dirs[0], mode="finetune", epochs=500), api_name="/train")
     for out in long_run:
@@ -156,3 +149,19 @@ def test_queue_and_cancel_are_per_visitor(server, alice, bob, alice_model):
     alices = [p for _, p in alice.predict(api_name="/models")[0]["choices"]]
     bobs = [p for _, p in bob.predict(api_name="/models")[0]["choices"]]
     assert bobs_model not in alices and alice_model in alices and bobs == [bobs_model]
+
+
+def test_a_page_learns_its_visitor_before_it_lists_their_datasets_and_models(tmp_path):
+    """Load events start together: the page's lists must wait for the visitor's registration,
+    or they would be drawn for an unknown visitor (shared things only) and never corrected."""
+    from bees_ants import ui
+
+    app = ui.build_app(app_settings(tmp_path))
+    deps = app.config["dependencies"]
+    on_load = [d for d in deps if any(event == "load" for _, event in d["targets"])]
+    assert [d["api_name"] for d in on_load] == ["register"]
+    chain, after = [], on_load[0]["id"]
+    while (nxt := next((d for d in deps if d.get("trigger_after") == after), None)) is not None:
+        chain.append(nxt["api_name"])
+        after = nxt["id"]
+    assert chain == ["dataset_picker", "refreshed"]
