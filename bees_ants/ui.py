@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import OrderedDict
 import tempfile
 from pathlib import Path
 
@@ -117,13 +118,18 @@ class Visitors:
     in the browser's localStorage, so it survives reloads and restarts); a signed-in Hugging Face
     account wins over that; an API client is its session. Handlers call `of(request, profile)`."""
 
+    MAX_PAGES = 100_000  # pages remembered; the oldest is forgotten (it re-registers on reload)
+
     def __init__(self):
-        self._browsers: dict[str, str] = {}  # Gradio session hash -> browser id
+        self._browsers: OrderedDict[str, str] = OrderedDict()  # Gradio session hash -> browser id
 
     def register(self, browser_id: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
         browser_id = browser_id if identify(None, browser_id, None).identity.startswith("browser:") else None
         browser_id = browser_id or new_browser_id()
         self._browsers[request.session_hash] = browser_id
+        self._browsers.move_to_end(request.session_hash)
+        while len(self._browsers) > self.MAX_PAGES:
+            self._browsers.popitem(last=False)
         visitor = self.of(request, profile)
         if visitor.signed_in:
             text = f"Signed in as **{visitor.name}**: your datasets, runs and models are yours alone."
