@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .device import batch_slices
 from .errors import UserError
 
 SPLITS = ("train", "val")
@@ -252,6 +253,20 @@ def augment_batch(images: list[torch.Tensor], preprocessing: Preprocessing) -> t
         v2.RandomHorizontalFlip(),
     ])
     return torch.stack([augment(im) for im in images])
+
+
+def train_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = True):
+    """(augmented uint8 images, labels) batches of `split`, in a fresh random order if `shuffle`."""
+    order = torch.randperm(len(split)) if shuffle else torch.arange(len(split))
+    for s in batch_slices(len(split), batch_size):
+        idx = order[s]
+        yield augment_batch([split.images[i] for i in idx], preprocessing), split.labels[idx]
+
+
+def eval_batches(split: Split, crop_size: int, batch_size: int):
+    """(centre-cropped uint8 images, labels) batches of `split`, in order."""
+    for s in batch_slices(len(split), batch_size):
+        yield center_crop_batch(split.images[s], crop_size), split.labels[s]
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[SkippedFile]]:

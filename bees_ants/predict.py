@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, image_to_tensor, load_dataset,
+from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, eval_batches, image_to_tensor, load_dataset,
                    load_image)
-from .device import autocast, batch_slices, inference_batch_size, pick_device
+from .device import autocast, inference_batch_size, pick_device
 
 
 @dataclass
@@ -114,8 +114,8 @@ class Predictor:
         if dataset.classes != self.classes:
             raise DatasetError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
         part = dataset.splits[split]
-        probs = torch.cat([self.probabilities(center_crop_batch(part.images[s], self.preprocessing.crop_size))
-                           for s in batch_slices(len(part), inference_batch_size(self.device))])
+        probs = torch.cat([self.probabilities(x) for x, _ in
+                           eval_batches(part, self.preprocessing.crop_size, inference_batch_size(self.device))])
         true = part.labels
         predicted = probs.argmax(1)
         n = len(self.classes)

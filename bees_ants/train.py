@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .checkpoint import save_checkpoint
-from .data import Dataset, Preprocessing, Split, augment_batch, center_crop_batch, load_dataset
+from .data import Dataset, Preprocessing, Split, eval_batches, load_dataset, train_batches
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
 from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for, unfreeze
@@ -232,12 +232,8 @@ class TrainingRun:
         return loss.item() * len(y), (out.argmax(1) == y).sum().item()
 
     def _image_batches(self):
-        split, bs = self.train_split, self.config.batch_size
-        order = torch.randperm(len(split))
-        for s in batch_slices(len(split), bs):
-            idx = order[s]
-            yield (self._to_device(augment_batch([split.images[i] for i in idx], self.preprocessing)),
-                   split.labels[idx].to(self.device))
+        for x, y in train_batches(self.train_split, self.preprocessing, self.config.batch_size):
+            yield self._to_device(x), y.to(self.device)
 
     def _feature_batches(self, epoch: int):
         """Batches of cached backbone features: `feature_views` augmented views of the train set,
@@ -245,8 +241,7 @@ class TrainingRun:
         split, bs = self.train_split, self.config.batch_size
         view = (epoch - 1) % self.config.feature_views
         if view not in self.train_features:
-            views = ((augment_batch(split.images[s], self.preprocessing), None)
-                     for s in batch_slices(len(split), inference_batch_size(self.device)))
+            views = train_batches(split, self.preprocessing, inference_batch_size(self.device), shuffle=False)
             self.train_features[view] = self._features(views, "caching train features", len(split))
         if self.val_features is None:
             self.val_features = self._features(self._val_batches(), "caching val features", len(self.val_split))
@@ -306,9 +301,7 @@ class TrainingRun:
         return self.preprocessing.normalize(batch_uint8.to(self.device, non_blocking=non_blocking))
 
     def _val_batches(self):
-        split, crop = self.val_split, self.preprocessing.crop_size
-        for s in batch_slices(len(split), inference_batch_size(self.device)):
-            yield center_crop_batch(split.images[s], crop), split.labels[s]
+        return eval_batches(self.val_split, self.preprocessing.crop_size, inference_batch_size(self.device))
 
     def _distributed(self, module: nn.Module) -> nn.Module:
         if self.world == 1:

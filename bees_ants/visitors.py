@@ -1,6 +1,6 @@
 """Who is asking: one `Visitor` per person using the app, and where their own things live.
 
-The app decides identity once per request (ui.py) and passes a Visitor down; the catalog and the
+The app decides identity once per request (bees_ants/ui) and passes a Visitor down; the catalog and the
 job manager use only `Visitor.key`, so which datasets, runs and checkpoints a visitor may see or
 touch is decided below the UI, for the page and the API alike. Identity, strongest first:
 - a Hugging Face account signed in through the Space's OAuth (`hf:<username>`);

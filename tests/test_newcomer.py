@@ -10,6 +10,8 @@ from gradio_client import Client
 
 from app_fixtures import app_settings, running_app
 from bees_ants import catalog, ui
+from bees_ants.errors import UserError
+from bees_ants.ui.train_tab import first_use_note, prepare_run
 from bees_ants.catalog import CatalogError, Settings
 from bees_ants.data import DatasetDownloadError, ensure_hymenoptera
 from bees_ants.models import WeightsDownloadError, build_model
@@ -44,8 +46,8 @@ def test_the_cli_keeps_its_flags(offline, tmp_path):
 
 def test_the_app_names_its_own_ways_and_both_problems_at_once(offline, tmp_path):
     choice = catalog.DatasetChoice("tutorial", str(tmp_path / "hymenoptera_data"), str(tmp_path))
-    with pytest.raises(ui.UserError) as refused:
-        ui.prepare_run(choice, TrainConfig(data_dir=choice.path, backbone_weights="imagenet"))
+    with pytest.raises(UserError) as refused:
+        prepare_run(choice, TrainConfig(data_dir=choice.path, backbone_weights="imagenet"))
     message = str(refused.value)
     assert all(way in message for way in APP_WAYS), message
     assert "--" not in message  # no CLI flag in the app
@@ -55,12 +57,12 @@ def test_first_use_note_before_the_first_click(offline, tmp_path):
     fresh = Settings(data_root=tmp_path / "data", weights_dir=tmp_path / "weights")  # a first start: no dataset
     tutorial = catalog.default_dataset(catalog.dataset_choices(fresh, None))
     assert tutorial.download_to  # still the default: downloaded on first use
-    note = ui.first_use_note(tutorial.path, "imagenet", "resnet18", fresh)
+    note = first_use_note(tutorial.path, "imagenet", "resnet18", fresh)
     assert "Downloaded on first use" in note and "ants/bees" in note and "ImageNet weights for resnet18" in note
     assert all(way in note for way in APP_WAYS)
     settings = app_settings(tmp_path / "app")
     tiny = str(settings.dataset_dirs[0])
-    assert ui.first_use_note(tiny, "none", "resnet18", settings) == ""  # nothing to fetch: no note
+    assert first_use_note(tiny, "none", "resnet18", settings) == ""  # nothing to fetch: no note
 
 
 def test_a_typed_path_is_refused_with_a_way_forward(tmp_path):

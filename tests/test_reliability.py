@@ -104,7 +104,7 @@ def test_the_app_removes_stale_temp_files_when_it_starts(tmp_path):
 
 def test_gallery_files_are_written_once_under_names_of_their_own():
     from gradio.utils import get_upload_folder
-    from bees_ants.ui import gallery_files
+    from bees_ants.ui.common import gallery_files
     image = Image.new("RGB", (40, 30), (200, 30, 30))
     first, second = gallery_files([(image, "a"), (image, "b")])
     assert first[0] != second[0] and [first[1], second[1]] == ["a", "b"]

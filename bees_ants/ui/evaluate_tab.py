@@ -1,0 +1,92 @@
+"""The Evaluate & export tab: a model's card and curves, its evaluation, and files to take away."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import catalog, views
+from ..catalog import Settings
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..visitors import Visitor
+from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
+
+
+class EvaluateTab:
+    """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
+    numbers, mistakes); the checkpoint or its .pt2 export to download."""
+
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
+        self.settings, self.visitors = settings, visitors
+        with gr.Tab("Evaluate & export", id="evaluate", elem_id="tab-evaluate"), gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                models.evaluate.render()
+                self.model_card = gr.Markdown(NO_MODEL, label="model", elem_id="model-card")
+                eval_btn = gr.Button("Evaluate on its val set", variant="primary", elem_id="eval-btn")
+                gr.Markdown("**Take the model away**")
+                with gr.Row():
+                    download_btn = gr.Button("Download checkpoint", scale=3, elem_id="download-btn")
+                    export_btn = gr.Button("Export (.pt2)", scale=2, elem_id="export-btn")
+                self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
+                self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
+            with gr.Column(scale=2):
+                self.model_curves = gr.Plot(label="curves", show_label=False, visible=False, elem_id="model-curves")
+                self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
+                with gr.Row():
+                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
+                    self.per_class = gr.Dataframe(headers=views.PER_CLASS_COLUMNS, label="Per class",
+                                                  interactive=False, visible=False, elem_id="per-class")
+                self.mistakes = gr.Gallery(label="Mistakes, worst first", columns=3, object_fit="contain",
+                                           visible=False, elem_id="mistakes")
+
+        evaluation = [self.summary, self.confusion, self.per_class, self.mistakes]
+        takeaway = [self.model_file, self.model_file_note]
+        models.evaluate.change(self.show_model, models.evaluate, [self.model_card, self.model_curves, *evaluation,
+                                                                  *takeaway], api_name="model_info")
+        eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
+        download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
+        export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
+
+    def show_model(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """The model's card and curves; what was shown for the previous model is cleared."""
+        visitor = self.visitors.of(request, profile)
+        cleared = {**self.no_evaluation(""), self.model_file: gr.File(None, visible=False), self.model_file_note: ""}
+        try:
+            meta = load_checkpoint(catalog.check_checkpoint(self.settings, visitor, model)).meta
+        except UserError as e:
+            card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
+            return {self.model_card: card, self.model_curves: gr.Plot(None, visible=False), **cleared}
+        return {self.model_card: views.model_markdown(meta),
+                self.model_curves: gr.Plot(views.checkpoint_figure(meta), visible=True), **cleared}
+
+    def no_evaluation(self, summary: str) -> dict:
+        return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
+                self.per_class: gr.Dataframe(visible=False), self.mistakes: gr.Gallery(None, visible=False)}
+
+    def evaluate(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        try:
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
+            evaluation = predictor.evaluate(val_root(predictor), "val")
+        except UserError as e:  # no such model, its dataset gone or changed
+            return self.no_evaluation(f"⚠ {e}")
+        mistakes = gallery_files(views.mistake_items(evaluation))
+        return {self.summary: views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
+                self.confusion: gr.Plot(views.confusion_figure(evaluation), visible=True),
+                self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),
+                self.mistakes: gr.Gallery(mistakes, visible=bool(mistakes))}
+
+    def download(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.check_checkpoint, self.visitors.of(request, profile))
+
+    def export(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.exported_program, self.visitors.of(request, profile))
+
+    def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
+        """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
+        try:
+            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            path = fetch(self.settings, visitor, checkpoint)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        # Handed over as a copy: the weights folder itself is never served by URL.
+        return {self.model_file: gr.File(catalog.download_copy(path), visible=True),
+                self.model_file_note: views.takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

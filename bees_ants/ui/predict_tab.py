@@ -1,0 +1,76 @@
+"""The Predict tab: classify uploaded images with a saved model."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import views
+from ..catalog import Settings
+from ..errors import UserError
+from ..predict import val_sample_figure
+from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
+
+
+class PredictTab:
+    """A model and images to classify: a labelled gallery, the selected image's confidences, one row
+    per file; or the model's predictions on random images of its val set."""
+
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
+        self.settings, self.visitors = settings, visitors
+        with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=320):
+                    models.predict.render()
+                    with gr.Row():
+                        models.note.render()
+                        refresh_btn = gr.Button("Refresh list", size="sm", scale=0, min_width=110,
+                                                elem_id="refresh-btn")
+                    refresh_btn.click(models.refreshed, None, models.outputs, api_name="models")
+                    files_in = gr.File(file_count="multiple", label="Images to classify (one or many)",
+                                       elem_id="files")
+                    self.problems = gr.Markdown(label="problems", elem_id="problems")
+                    self.confidences = gr.Label(label="Confidence for the selected image", elem_id="confidences")
+                    val_btn = gr.Button("Predictions on random val images", elem_id="val-btn")
+                with gr.Column(scale=2):
+                    self.gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
+                                              elem_id="gallery")
+                    self.results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
+                                                max_height=300, elem_id="results")
+                    val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
+                                           interactive=False, show_label=False, visible=False, elem_id="val-samples")
+            self.probabilities = gr.State([])  # per readable image, for the gallery's select event
+
+        shown = [self.gallery, self.confidences, self.problems, self.results, self.probabilities]
+        files_in.change(self.predict, [models.predict, files_in], shown, api_name="predict",
+                        concurrency_id="inference")
+        models.predict.input(self.predict, [models.predict, files_in], shown, api_visibility="private",
+                             concurrency_id="inference")
+        self.gallery.select(self.select, self.probabilities, self.confidences, api_visibility="private")
+        val_btn.click(self.random_val, models.predict, val_samples, api_name="random_val", concurrency_id="inference")
+
+    def predict(self, model: str, files: list[str] | None, request: gr.Request,
+                profile: gr.OAuthProfile | None) -> dict:
+        if not files:
+            return self.predictions([])
+        try:
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
+        except UserError as e:  # said next to the upload, rather than as an error badge on every output
+            return {**self.predictions([]), self.problems: f"⚠ {e}"}
+        return self.predictions(predictor.predict(files))
+
+    def predictions(self, predictions) -> dict:
+        readable = [p.probabilities for p in predictions if p.error is None]
+        return {self.gallery: gallery_files(views.gallery_items(predictions)), self.confidences: readable[0] if readable else None,
+                self.problems: views.problems_markdown(predictions),
+                self.results: views.predictions_table(predictions), self.probabilities: readable}
+
+    def select(self, probabilities: list[dict], evt: gr.SelectData) -> dict:
+        return probabilities[evt.index]
+
+    def random_val(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> gr.Image:
+        try:
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
+            root = val_root(predictor)
+        except UserError as e:
+            raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
+        figure = val_sample_figure(predictor, root, VAL_GRID_IMAGES)
+        return gr.Image(image_file(views.figure_image(figure), "PNG"), visible=True)
