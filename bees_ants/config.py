@@ -39,6 +39,9 @@ class TrainConfig:
     feature_views: int = 1  # fixed mode: augmented views of the train set whose features are cached
     frozen_epochs: int = 5  # progressive mode: epochs of head-only training before unfreezing
     seed: int = 0
+    # RAM a run may fill with decoded images and cached activations; None: data.memory_budget_bytes
+    # (BEES_ANTS_MEMORY_BUDGET_MB, else half of the memory available when the run starts).
+    memory_budget_mb: int | None = None
     device: str | None = None  # None: cuda, then mps, then cpu
     out_dir: str = str(DEFAULT_WEIGHTS_DIR)
     checkpoint_path: str | None = None  # default: out_dir/<arch>-<mode>-<time>.pt

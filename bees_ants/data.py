@@ -43,6 +43,21 @@ DECODE_THREADS = min(os.cpu_count() or 2, 4)
 DECODE_PIXEL_BUDGET = 2 * MAX_PIXELS
 
 
+def memory_budget_bytes(megabytes: int | None = None) -> int:
+    """The RAM a run may fill with decoded images and cached activations: `megabytes` when given,
+    else $BEES_ANTS_MEMORY_BUDGET_MB, else half of what the OS reports available right now (the
+    model, its gradients and the other visitors' runs need the rest)."""
+    megabytes = megabytes or int(os.environ.get("BEES_ANTS_MEMORY_BUDGET_MB") or 0)
+    if megabytes:
+        return megabytes * 2**20
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):  # not Linux: what is free, which undercounts (caches)
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available // 2
+
+
 class PixelBudget:
     """A semaphore counted in pixels: `with budget.hold(n):` waits while others hold too many."""
 

@@ -15,6 +15,8 @@ elsewhere without code changes:
                                the app keeps its job records and its browser key in it too
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
+  BEES_ANTS_MEMORY_BUDGET_MB   RAM a training run may fill with decoded images and cached
+                               activations (default: half of what is available at its start)
 """
 from __future__ import annotations
 
