@@ -21,7 +21,7 @@ from pathlib import Path
 from .checkpoint import Checkpoint, Listed, list_checkpoint_meta
 from .data import SPLITS, ensure_hymenoptera
 from .errors import UserError
-from .export import export_program
+from .export import export_onnx, export_program
 from .config import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 from .settings import Settings
@@ -218,11 +218,19 @@ def check_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
 def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
     """The checkpoint's torch.export program (<checkpoint>.pt2, next to it), exported unless an
     up-to-date one is already there. `path` must be one of the visitor's checkpoints."""
-    checkpoint = check_checkpoint(settings, visitor, path)
-    program = Path(checkpoint).with_suffix(".pt2")
-    if not program.is_file() or program.stat().st_mtime < os.path.getmtime(checkpoint):
-        export_program(checkpoint, program)
-    return str(program)
+    return _exported(check_checkpoint(settings, visitor, path), ".pt2", export_program)
+
+
+def exported_onnx(settings: Settings, visitor: Visitor, path: str) -> str:
+    """The same for its ONNX model (<checkpoint>.onnx)."""
+    return _exported(check_checkpoint(settings, visitor, path), ".onnx", export_onnx)
+
+
+def _exported(checkpoint: str, suffix: str, export) -> str:
+    target = Path(checkpoint).with_suffix(suffix)
+    if not target.is_file() or target.stat().st_mtime < os.path.getmtime(checkpoint):
+        export(checkpoint, target)
+    return str(target)
 
 
 def download_copy(path: str) -> str:

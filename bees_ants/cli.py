@@ -1,4 +1,4 @@
-"""Command line: `python -m bees_ants train|predict|evaluate|export …` (see --help of each).
+"""Command line: `python -m bees_ants train|predict|evaluate|export|push …` (see --help of each).
 
 Only argparse and torch-free modules are imported here (settings, config): each command imports
 what it needs when it runs, so `--help` answers at once instead of after a torch import. Locations
@@ -190,9 +190,22 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return out
 
 
+def open_model(source: str):
+    """A checkpoint path, or the Checkpoint of a Hub model id (user/repo, hf://user/repo); Hub
+    access uses huggingface_hub's token (HF_TOKEN or `hf auth login`) for private models."""
+    from .hub import hub_id
+    repo_id = hub_id(source)
+    if repo_id is None:
+        return source
+    from huggingface_hub import get_token
+    from .hub import load_from_hub
+    print(f"model {repo_id} from the Hugging Face Hub", file=sys.stderr, flush=True)
+    return load_from_hub(repo_id, token=get_token())
+
+
 def cmd_predict(args) -> int:
     from .predict import Predictor, predictions_figure
-    predictor = Predictor(args.checkpoint, device=args.device)
+    predictor = Predictor(open_model(args.checkpoint), device=args.device)
     files = expand_inputs(args.images)
     if not files:
         raise UserError("no image files found in the given paths")
@@ -229,7 +242,7 @@ def evaluation_data_dir(args, checkpoint_meta: dict, settings: Settings) -> tupl
 
 def cmd_evaluate(args) -> int:
     from .predict import Predictor
-    predictor = Predictor(args.checkpoint, device=args.device)
+    predictor = Predictor(open_model(args.checkpoint), device=args.device)
     data_dir, why = evaluation_data_dir(args, predictor.checkpoint.meta, Settings.from_env())
     print(f"dataset {data_dir} ({why})", flush=True)
     ev = predictor.evaluate(data_dir, args.split)
@@ -249,9 +262,33 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_program
-    path = export_program(args.checkpoint, args.output)
-    print(f"exported to {path} (load with torch.export.load; see bees_ants/export.py)")
+    from .export import export_onnx, export_program
+    if args.format == "onnx":
+        path = export_onnx(args.checkpoint, args.output)
+        print(f"exported to {path} (run with onnxruntime alone; see bees_ants/export.py)")
+    else:
+        path = export_program(args.checkpoint, args.output)
+        print(f"exported to {path} (load with torch.export.load; see bees_ants/export.py)")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from huggingface_hub import get_token
+    from .checkpoint import load_checkpoint
+    from .hub import push_to_hub
+    from .predict import Predictor
+    checkpoint = load_checkpoint(args.checkpoint)
+    evaluation = None
+    if not args.no_evaluation:  # the model card's confusion matrix and per-class numbers
+        data_dir = args.data_dir or checkpoint.meta.get("dataset", {}).get("root")
+        if data_dir and (Path(data_dir) / "val").is_dir():
+            print(f"evaluating on {data_dir}/val for the model card", flush=True)
+            evaluation = Predictor(checkpoint, device=args.device).evaluate(data_dir, "val")
+        else:
+            print("the model's dataset is not here (--data-dir to give it): the card gets no confusion matrix",
+                  file=sys.stderr)
+    url = push_to_hub(checkpoint, args.repo_id, get_token(), evaluation, private=args.private)
+    print(f"pushed to {url}\nuse it: python -m bees_ants predict {args.repo_id} photo.jpg")
     return 0
 
 
@@ -305,7 +342,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="classify image files (or folders of them)")
-    pr.add_argument("checkpoint")
+    pr.add_argument("checkpoint", help="a checkpoint file, or a Hugging Face Hub model id (user/repo or hf://user/repo)")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--grid", metavar="PNG", help="save a grid of the images titled with file name, label "
                     "and confidence")
@@ -313,17 +350,33 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset split")
-    ev.add_argument("checkpoint")
+    ev.add_argument("checkpoint", help="a checkpoint file, or a Hugging Face Hub model id (user/repo or hf://user/repo)")
     ev.add_argument("--data-dir", help="default: the dataset the model was trained on if it is still there, "
                     f"else the tutorial's set (downloaded to {root})")
     ev.add_argument("--split", choices=("train", "val"), default="val", help="(default %(default)s)")
     ev.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     ev.set_defaults(func=cmd_evaluate)
 
-    ex = sub.add_parser("export", help="export a checkpoint to a torch.export program (.pt2) that needs only torch")
+    ex = sub.add_parser("export", help="export a checkpoint to a torch.export program (.pt2) that needs only torch, "
+                        "or to ONNX (.onnx) that needs only onnxruntime")
     ex.add_argument("checkpoint")
-    ex.add_argument("--output", help="default: the checkpoint path with .pt2")
+    ex.add_argument("--format", choices=("pt2", "onnx"), default="pt2", help="(default %(default)s; onnx needs "
+                    "requirements-extras.txt)")
+    ex.add_argument("--output", help="default: the checkpoint path with .pt2 or .onnx")
     ex.set_defaults(func=cmd_export)
+
+    pu = sub.add_parser("push", help="push a checkpoint to the Hugging Face Hub (safetensors, config, model card)",
+                        description="Push a checkpoint to the Hugging Face Hub as model.safetensors, config.json and a "
+                        "model card with its metrics, confusion matrix and curves. The token is huggingface_hub's: "
+                        "HF_TOKEN, or the one `hf auth login` saved (a write token). HF_ENDPOINT picks another Hub.")
+    pu.add_argument("checkpoint")
+    pu.add_argument("repo_id", help="<user or organisation>/<name>; created if it does not exist")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--data-dir", help="train/val folder to evaluate on for the card (default: the model's own dataset, "
+                    "if it is here)")
+    pu.add_argument("--no-evaluation", action="store_true", help="push without evaluating (no confusion matrix)")
+    pu.add_argument("--device", help="cuda, mps or cpu, for the evaluation (default: the best available)")
+    pu.set_defaults(func=cmd_push)
     return p
 
 

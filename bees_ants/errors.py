@@ -9,3 +9,11 @@ message as advice; anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """Something the user can fix; the message says what."""
+
+
+class MissingExtra(UserError):
+    """A feature whose optional packages (requirements-extras.txt) are not installed."""
+
+    def __init__(self, feature: str, package: str):
+        super().__init__(f"{feature} needs the optional package '{package}', which is not installed: "
+                         "pip install -r requirements-extras.txt")

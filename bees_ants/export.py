@@ -1,17 +1,26 @@
-"""Export a checkpoint to a self-contained `torch.export` program (.pt2).
+"""Export a checkpoint to files that run without this project: a `torch.export` program (.pt2)
+and an ONNX model (.onnx), both made from the same traced program.
 
-Why torch.export rather than ONNX: it needs nothing beyond torch itself (ONNX export would add
-onnx, onnxscript and onnxruntime to the dependencies), it runs the very same kernels (identical
-predictions, not merely close ones), and it is the format PyTorch's deployment paths
-(AOTInductor, ExecuTorch) start from. The exported program takes uint8 RGB crops and returns
-class probabilities — normalisation is baked in — and the file carries the class names and the
-resize/crop recipe, so a user needs only torch and an image library:
+Which file where:
+- .pt2 needs only torch and runs the very same kernels as the checkpoint (identical predictions);
+  it is what PyTorch's deployment paths (AOTInductor, ExecuTorch) start from.
+- .onnx needs only onnxruntime (no torch: a ~20 MB runtime instead of ~800 MB), for servers,
+  browsers (onnxruntime-web), mobile and other languages; predictions agree to ~1e-6. ONNX export
+  needs the optional packages onnx and onnxscript (requirements-extras.txt).
+
+Both take uint8 RGB crops, (N, 3, crop, crop) for any N, and return class probabilities —
+normalisation is baked in — and carry the class names and the resize/crop recipe:
 
     import json, torch
     extra = {"bees_ants.json": ""}
     program = torch.export.load("model.pt2", extra_files=extra)
     info = json.loads(extra["bees_ants.json"])
     probs = program.module()(crops_uint8_nchw)   # (N, 3, crop, crop) -> (N, classes)
+
+    import json, onnxruntime as ort
+    session = ort.InferenceSession("model.onnx")
+    info = json.loads(session.get_modelmeta().custom_metadata_map["bees_ants.json"])
+    probs = session.run(None, {"crops": crops_uint8_nchw})[0]
 """
 from __future__ import annotations
 
@@ -23,8 +32,10 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .errors import MissingExtra
 
-META_FILE = "bees_ants.json"
+META_FILE = "bees_ants.json"  # the .pt2's extra file and the .onnx's metadata key
+ONNX_INPUT, ONNX_OUTPUT = "crops", "probabilities"
 
 
 class ProbabilitiesFromCrops(nn.Module):
@@ -39,10 +50,10 @@ class ProbabilitiesFromCrops(nn.Module):
         return self.model(x).softmax(1)
 
 
-def export_program(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike | None = None) -> Path:
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+def traced(ckpt: Checkpoint) -> tuple[torch.export.ExportedProgram, dict]:
+    """The checkpoint as an exported program (uint8 crops -> probabilities, any batch size) and
+    the description both export files carry."""
     meta, prep = ckpt.meta, ckpt.meta["preprocessing"]
-    output = Path(output) if output else Path(ckpt.path).with_suffix(".pt2")
     module = ProbabilitiesFromCrops(ckpt.build_model(), prep["mean"], prep["std"]).eval()
     crop = prep["crop_size"]
     example = torch.zeros(2, 3, crop, crop, dtype=torch.uint8)
@@ -54,11 +65,44 @@ def export_program(checkpoint: str | os.PathLike | Checkpoint, output: str | os.
             "input": f"uint8 RGB, NCHW; resize the shorter side to {prep['resize_size']} ({interpolation}), "
                      f"then center-crop to {crop}x{crop}",
             "output": "class probabilities, (N, len(class_names))"}
+    return program, info
+
+
+def _save_atomically(output: Path, save) -> Path:
     tmp = output.with_name(f".{output.name}.tmp")
     try:
-        torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(info)})
+        save(tmp)
         os.replace(tmp, output)
     except BaseException:  # a failed save must not leave a half-written file behind
         tmp.unlink(missing_ok=True)
         raise
     return output
+
+
+def _checkpoint(checkpoint: str | os.PathLike | Checkpoint) -> Checkpoint:
+    return checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+
+
+def export_program(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike | None = None) -> Path:
+    """The checkpoint as a torch.export program; default path: the checkpoint's, with .pt2."""
+    ckpt = _checkpoint(checkpoint)
+    program, info = traced(ckpt)
+    output = Path(output) if output else Path(ckpt.path).with_suffix(".pt2")
+    return _save_atomically(output, lambda tmp: torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(info)}))
+
+
+def export_onnx(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike | None = None) -> Path:
+    """The checkpoint as an ONNX model (one file, weights inside); default path: the checkpoint's,
+    with .onnx. Input "crops" (uint8, N x 3 x crop x crop), output "probabilities"."""
+    for package in ("onnx", "onnxscript"):  # torch's exporter imports them only when it runs
+        try:
+            __import__(package)
+        except ImportError:
+            raise MissingExtra("ONNX export", package) from None
+    ckpt = _checkpoint(checkpoint)
+    program, info = traced(ckpt)
+    onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                     dynamo=True, verbose=False)
+    onnx_program.model.metadata_props[META_FILE] = json.dumps(info)
+    output = Path(output) if output else Path(ckpt.path).with_suffix(".onnx")
+    return _save_atomically(output, lambda tmp: onnx_program.save(tmp, external_data=False))
