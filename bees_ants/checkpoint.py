@@ -24,7 +24,7 @@ FORMAT = "bees_ants/1"
 REQUIRED_META = ("arch", "class_names", "mode", "preprocessing")
 SIDE_SUFFIX = ".json"  # <checkpoint>.pt.json: its metadata alone, so listings need not load weights
 # Temporary files of an interrupted save: ".<name>.<random>.tmp" (checkpoints and their side
-# files) and ".<name>.pt2.tmp" (exports).
+# files) and ".<name>.pt2.tmp", ".<name>.onnx.tmp" (exports).
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
 
 

@@ -1,4 +1,5 @@
-"""Exported programs run without this project's code and predict exactly what the predictor does."""
+"""Exported programs run without this project's code and predict what the predictor does: the .pt2
+with torch alone (exactly), the .onnx with onnxruntime alone (within 1e-4)."""
 import json
 import subprocess
 import sys
@@ -7,8 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataclasses import asdict
+
+from bees_ants.checkpoint import Checkpoint
 from bees_ants.cli import main
-from bees_ants.export import export_program
+from bees_ants.config import ARCHS
+from bees_ants.errors import MissingExtra
+from bees_ants.export import export_onnx, export_program
+from bees_ants.models import build_model, preprocessing_for
 from bees_ants.predict import Predictor
 from conftest import COLOURS, write_image
 
@@ -49,4 +56,74 @@ def test_failed_save_leaves_no_temporary_file(trained_checkpoint, tmp_path, monk
     monkeypatch.setattr(torch.export, "save", full_disk)
     with pytest.raises(OSError, match="disk full"):
         export_program(trained_checkpoint, tmp_path / "model.pt2")
+    assert list(tmp_path.iterdir()) == []
+
+
+ONNX_SCRIPT = """
+import json, sys
+sys.modules["torch"] = None  # onnxruntime alone: any torch import would fail here
+import numpy as np, onnxruntime as ort
+from PIL import Image
+model, files = sys.argv[1], sys.argv[2:]
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+info = json.loads(session.get_modelmeta().custom_metadata_map["bees_ants.json"])
+prep = info["preprocessing"]
+crops = []
+for f in files:  # the recipe the file documents: shorter side -> resize_size, center crop
+    img = Image.open(f).convert("RGB")
+    scale = prep["resize_size"] / min(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling[prep["interpolation"].upper()])
+    c = prep["crop_size"]
+    left, top = int(round((img.width - c) / 2)), int(round((img.height - c) / 2))
+    crops.append(np.asarray(img.crop((left, top, left + c, top + c)), dtype=np.uint8).transpose(2, 0, 1))
+probs = session.run(None, {session.get_inputs()[0].name: np.stack(crops)})[0]
+print(json.dumps({"classes": info["class_names"], "probs": probs.tolist(),
+                  "torch_or_project": [m for m in sys.modules if m.startswith(("torch", "bees_ants")) and sys.modules[m]]}))
+"""
+
+
+def test_onnx_runs_with_onnxruntime_alone_and_agrees(trained_checkpoint, tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(trained_checkpoint), "--format", "onnx", "--output", str(out)]) == 0
+    files = [write_image(tmp_path / f"{i}.png", COLOURS["ants" if i % 2 else "bees"], size=(80 + 9 * i, 60), seed=400 + i)
+             for i in range(5)]
+    clean_env = {"PATH": "/usr/bin:/bin"}  # no PYTHONPATH: nothing of this project can be imported
+    proc = subprocess.run([sys.executable, "-I", "-c", ONNX_SCRIPT, str(out), *map(str, files)], cwd=tmp_path,
+                          env=clean_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["torch_or_project"] == []
+    assert result["classes"] == ["ants", "bees"]
+    expected = Predictor(trained_checkpoint).predict(files)
+    got = torch.tensor(result["probs"])
+    assert [result["classes"][k] for k in got.argmax(1).tolist()] == [p.label for p in expected]
+    assert torch.allclose(got, torch.tensor([[p.probabilities[c] for c in ("ants", "bees")] for p in expected]),
+                          atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_architecture_exports_to_onnx(arch, tmp_path):
+    """Random weights, one crop: the ONNX model computes what the torch model does, at any batch size."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    prep = preprocessing_for(arch)
+    ckpt = Checkpoint(build_model(arch, 3).state_dict(), {"arch": arch, "class_names": ["a", "b", "c"],
+                                                          "mode": "fixed", "preprocessing": asdict(prep)},
+                      str(tmp_path / f"{arch}.pt"))
+    path = export_onnx(ckpt)
+    assert path == tmp_path / f"{arch}.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    crops = torch.randint(0, 256, (3, 3, prep.crop_size, prep.crop_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = Predictor(ckpt, device="cpu").probabilities(crops)
+    for batch in (crops[:1], crops):
+        got = torch.from_numpy(session.run(None, {"crops": batch.numpy()})[0])
+        assert torch.allclose(got, expected[:len(batch)], atol=1e-4)
+
+
+def test_onnx_export_without_its_extra_says_what_to_install(trained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(MissingExtra, match="pip install -r requirements-extras.txt"):
+        export_onnx(trained_checkpoint, tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
