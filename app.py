@@ -1,14 +1,16 @@
 """Serve the app: `python app.py` (also the Hugging Face Spaces entry point).
 
 Listens on 0.0.0.0 so it is reachable in a container or a Space; the port comes from
-GRADIO_SERVER_PORT (default 7860). Locations and limits: bees_ants/settings.py.
+GRADIO_SERVER_PORT (default 7860). Locations and limits: bees_ants/settings.py. With gradio's mcp
+extra installed it is also an MCP server for agents, at /gradio_api/mcp/ (GRADIO_MCP_SERVER=false
+turns that off); README.md says how to connect.
 """
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 from bees_ants.settings import Settings  # noqa: E402
-from bees_ants.ui import CSS, build_app  # noqa: E402
+from bees_ants.ui import CSS, build_app, mcp_server_enabled  # noqa: E402
 
 if __name__ == "__main__":
     settings = Settings.from_env()
@@ -17,4 +19,5 @@ if __name__ == "__main__":
     # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
     build_app(settings).launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                                css=CSS, ssr_mode=False, max_file_size="500mb", show_error=True,
+                               mcp_server=mcp_server_enabled(),
                                blocked_paths=[str(settings.weights_dir.resolve()), str(settings.data_root.resolve())])

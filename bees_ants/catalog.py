@@ -215,6 +215,19 @@ def check_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
     return str(p)
 
 
+def named_checkpoint(settings: Settings, visitor: Visitor, name: str) -> str:
+    """The visitor's checkpoint with file name `name`; empty: the newest one. For API clients
+    (agents) that know a model by name, not by its path on this server."""
+    choices = [path for _, path in checkpoint_choices(settings, visitor)]
+    if not choices:
+        raise CatalogError("this server has no trained model yet: train one in the app's Train tab first")
+    found = next((p for p in choices if Path(p).name == name), None) if name else choices[0]
+    if found is None:
+        raise CatalogError(f"no model named '{str(name)[:100]}'; the models here: "
+                           + ", ".join(Path(p).name for p in choices[:20]))
+    return check_checkpoint(settings, visitor, found)
+
+
 def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
     """The checkpoint's torch.export program (<checkpoint>.pt2, next to it), exported unless an
     up-to-date one is already there. `path` must be one of the visitor's checkpoints."""

@@ -306,12 +306,35 @@ probs = program.module()(crops)
 ```"""
 
 
+ONNX_HOWTO = """**`{name}`** is an ONNX model: it runs with onnxruntime alone (no torch, no project), in
+Python, C++, C#, Java, JavaScript (onnxruntime-web) or on a phone. Input `crops`: uint8 RGB,
+(N, 3, {crop}, {crop}), the shorter side resized to {resize}, then center-cropped. Output
+`probabilities` of {classes}, (N, {n}). Class names and recipe are in its metadata:
+
+```python
+import json, onnxruntime as ort
+s = ort.InferenceSession("{name}")
+info = json.loads(s.get_modelmeta()
+    .custom_metadata_map["bees_ants.json"])
+probs = s.run(None, {{"crops": crops}})[0]
+```"""
+
+HOWTO = {".pt": CHECKPOINT_HOWTO, ".pt2": PROGRAM_HOWTO, ".onnx": ONNX_HOWTO}
+
+
 def takeaway_markdown(path: str, meta: dict) -> str:
-    """How to use a downloaded checkpoint (.pt) or exported program (.pt2)."""
-    howto = PROGRAM_HOWTO if path.endswith(".pt2") else CHECKPOINT_HOWTO
+    """How to use a downloaded checkpoint (.pt), exported program (.pt2) or ONNX model (.onnx)."""
     prep = meta["preprocessing"]
-    return howto.format(name=Path(path).name, classes=", ".join(meta["class_names"]), n=len(meta["class_names"]),
-                        crop=prep["crop_size"], resize=prep["resize_size"])
+    return HOWTO[Path(path).suffix].format(name=Path(path).name, classes=", ".join(meta["class_names"]),
+                                           n=len(meta["class_names"]), crop=prep["crop_size"],
+                                           resize=prep["resize_size"])
+
+
+def pushed_markdown(url: str, repo_id: str, evaluated: bool) -> str:
+    """What a push to the Hub made, and how to use it from anywhere."""
+    card = "metrics, confusion matrix and curves" if evaluated else "metrics and curves (its val set is not here)"
+    return (f"✓ Pushed to [{repo_id}]({url}): `model.safetensors`, `config.json` and a model card with {card}. "
+            f"Use it anywhere:\n\n```bash\npython -m bees_ants predict \\\n    {repo_id} photo.jpg\n```")
 
 
 # -- evaluation -----------------------------------------------------------------------------------

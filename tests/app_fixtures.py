@@ -33,13 +33,13 @@ def dataset_zip(path: Path, sizes: dict[str, int], extra: dict[str, bytes] | Non
 
 
 @contextmanager
-def running_app(settings: Settings):
+def running_app(settings: Settings, **launch_options):
     """The app served on a free local port; yields its URL."""
     from bees_ants.ui import CSS, build_app
 
     app = build_app(settings)
     _, url, _ = app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True, ssr_mode=False, css=CSS, show_error=True)
+                           quiet=True, ssr_mode=False, css=CSS, show_error=True, **launch_options)
     try:
         yield url
     finally:

@@ -16,13 +16,17 @@ so ticks redraw only when something changed. API clients get /train, /follow and
 A zip upload on the Train tab becomes a new dataset folder in the visitor's own folder.
 Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor).
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
-numbers and worst mistakes on its val set, and the checkpoint or its .pt2 export to download.
+numbers and worst mistakes on its val set; the checkpoint, its .pt2 or .onnx export to download,
+or the model pushed to the Hugging Face Hub.
+Agents: a hidden `classify` endpoint (AgentTools), the tool meant for MCP clients when the app
+runs with Gradio's MCP server (`mcp_server_enabled`).
 
 Only a `UserError` (or a busy job) is shown as advice; any other exception is a bug and keeps its
 traceback.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import gradio as gr
@@ -34,6 +38,7 @@ from ..zerogpu import on_zero_gpu
 from .common import ModelPickers, Visitors
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
+from .tools import AgentTools
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
@@ -41,6 +46,14 @@ TITLE = "Ants vs bees · transfer learning"
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 #thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }"""
 
+
+def mcp_server_enabled(env=os.environ) -> bool:
+    """Serve the app as an MCP server (at /gradio_api/mcp/) when gradio's mcp extra is installed,
+    unless GRADIO_MCP_SERVER says otherwise; GRADIO_MCP_SERVER=true without the extra lets Gradio
+    say what to install."""
+    if env.get("GRADIO_MCP_SERVER"):
+        return env["GRADIO_MCP_SERVER"].lower() == "true"
+    return importlib.util.find_spec("mcp") is not None
 
 
 def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
@@ -65,6 +78,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models)
             EvaluateTab(settings, visitors, models)
+        AgentTools(settings, visitors)
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).
         # The page's job view is drawn by the Train tab's timer alone (see TrainTab).

@@ -7,13 +7,14 @@ from .. import catalog, views
 from ..catalog import Settings
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..hub import push_to_hub
 from ..visitors import Visitor
 from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
 
 class EvaluateTab:
     """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
-    numbers, mistakes); the checkpoint or its .pt2 export to download."""
+    numbers, mistakes); the checkpoint or its .pt2 / .onnx export to download, or a push to the Hub."""
 
     def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
         self.settings, self.visitors = settings, visitors
@@ -26,8 +27,17 @@ class EvaluateTab:
                 with gr.Row():
                     download_btn = gr.Button("Download checkpoint", scale=3, elem_id="download-btn")
                     export_btn = gr.Button("Export (.pt2)", scale=2, elem_id="export-btn")
+                    onnx_btn = gr.Button("Export ONNX", scale=2, elem_id="onnx-btn")
                 self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
                 self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
+                with gr.Accordion("Push to the Hugging Face Hub", open=False, elem_id="push"):
+                    repo_id = gr.Textbox(label="Repo id", placeholder="your-name/ants-vs-bees", elem_id="repo-id")
+                    token = gr.Textbox(label="Write token", type="password", elem_id="hub-token",
+                                       placeholder="hf_… (signed in on a Space: leave empty)")
+                    with gr.Row():
+                        private = gr.Checkbox(label="Private repo", elem_id="hub-private")
+                        push_btn = gr.Button("Push to Hub", variant="primary", elem_id="push-btn")
+                    self.pushed = gr.Markdown(label="pushed", elem_id="pushed")
             with gr.Column(scale=2):
                 self.model_curves = gr.Plot(label="curves", show_label=False, visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
@@ -45,6 +55,9 @@ class EvaluateTab:
         eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
+        onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
+        push_btn.click(self.push, [models.evaluate, repo_id, token, private], self.pushed, api_name="push_to_hub",
+                       concurrency_id="inference")
 
     def show_model(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         """The model's card and curves; what was shown for the previous model is cleared."""
@@ -79,6 +92,28 @@ class EvaluateTab:
 
     def export(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         return self.takeaway(model, catalog.exported_program, self.visitors.of(request, profile))
+
+    def export_onnx(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.exported_onnx, self.visitors.of(request, profile))
+
+    def push(self, model: str, repo_id: str, token: str, private: bool, request: gr.Request,
+             profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None) -> str:
+        """The visitor's model to their Hub repo, with the token typed or, signed in on a Space,
+        their own; evaluated on its val set first when that is here, for the card."""
+        visitor = self.visitors.of(request, profile)
+        try:
+            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            try:
+                predictor = predictor_for(self.settings, visitor, checkpoint)
+                evaluation = predictor.evaluate(val_root(predictor), "val")
+            except UserError:  # its dataset is gone: the card goes without a confusion matrix
+                evaluation = None
+            repo_id = (repo_id or "").strip()
+            url = push_to_hub(checkpoint, repo_id, (token or "").strip() or (oauth_token.token if oauth_token else None),
+                              evaluation, private=bool(private))
+        except UserError as e:
+            return f"⚠ {e}"
+        return views.pushed_markdown(url, repo_id, evaluation is not None)
 
     def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
         """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
