@@ -4,7 +4,7 @@ and an ONNX model (.onnx), both made from the same traced program.
 Which file where:
 - .pt2 needs only torch and runs the very same kernels as the checkpoint (identical predictions);
   it is what PyTorch's deployment paths (AOTInductor, ExecuTorch) start from.
-- .onnx needs only onnxruntime (no torch: a ~20 MB runtime instead of ~800 MB), for servers,
+- .onnx needs only onnxruntime (no torch: a ~28 MB wheel instead of torch's hundreds of MB), for servers,
   browsers (onnxruntime-web), mobile and other languages; predictions agree to ~1e-6. ONNX export
   needs the optional packages onnx and onnxscript (requirements-extras.txt).
 
