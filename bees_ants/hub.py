@@ -230,7 +230,7 @@ def load_from_hub(repo_id: str, token: str | None = None, revision: str | None =
     repo_id = hub_id(repo_id) or repo_id
 
     def download(name: str) -> str:
-        return _hub_call(f"load {repo_id}", lambda: hf_hub_download(
+        return _hub_call(f"load {repo_id} from the Hub", lambda: hf_hub_download(
             repo_id, name, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir))
 
     config_path = Path(download(CONFIG))

@@ -11,7 +11,7 @@ elsewhere without code changes:
   BEES_ANTS_BACKBONE_WEIGHTS   a state-dict file, or a folder of them, to start training from
                                (the CLI's --backbone-weights default when it names a file)
   BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
-                               an exported program is written next to its checkpoint (.pt2);
+                               exports are written next to their checkpoint (.pt2, .onnx);
                                the app keeps its job records and its browser key in it too
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
