@@ -144,3 +144,10 @@ def test_own_models_are_offered_to_their_owner_alone(app, trained_checkpoint, tm
     assert json.loads(owner.predict(picture, "mine.pt", api_name="/classify"))["model"] == "mine.pt"
     with pytest.raises(AppError, match="no model named 'mine.pt'"):
         stranger.predict(picture, "mine.pt", api_name="/classify")
+
+
+def test_mcp_server_is_on_with_its_extra_unless_switched_off():
+    from bees_ants.ui import mcp_server_enabled
+    assert mcp_server_enabled({}) is True  # the mcp package is installed here (importorskip above)
+    assert mcp_server_enabled({"GRADIO_MCP_SERVER": "False"}) is False
+    assert mcp_server_enabled({"GRADIO_MCP_SERVER": "true"}) is True
