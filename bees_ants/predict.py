@@ -17,6 +17,9 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, eval_batches, image_to_tensor, load_dataset,
                    load_image)
 from .device import autocast, inference_batch_size, pick_device
+from .explain import gradcam, overlay
+
+EXPLAIN_BATCH = 8  # images per Grad-CAM pass: a backward pass keeps every activation
 
 
 @dataclass
@@ -27,6 +30,21 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     error: str | None = None
     image: object | None = None  # the decoded, resized PIL image, for grids
+
+
+@dataclass
+class Explanation:
+    """Where the model looked for one image: `heatmap` (H, W) in [0, 1] over `crop`, the uint8
+    CHW center crop it saw, for class `label` (the predicted one unless another was asked for)."""
+    name: str
+    label: str | None = None
+    confidence: float = 0.0  # the model's probability for `label`
+    crop: torch.Tensor | None = None
+    heatmap: torch.Tensor | None = None
+    error: str | None = None
+
+    def overlay(self):
+        return overlay(self.crop, self.heatmap)
 
 
 @dataclass
@@ -109,6 +127,26 @@ class Predictor:
             result.label, result.confidence = self.classes[k], float(p[k])
             result.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
 
+    def explain(self, items: list, targets: list[int] | None = None, names: list[str] | None = None
+                ) -> list[Explanation]:
+        """Grad-CAM for each of `items` (paths or file objects): for the class index `targets[i]`
+        when given, else for the predicted class. An unreadable item gets its `error`, as in
+        `predict`. The crops are the predictor's own, so a heatmap lies on the pixels the model saw."""
+        names = names or [Path(str(getattr(i, "name", i))).name for i in items]
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            prepared = list(pool.map(self.prepare, items))
+        results = [Explanation(name, crop=crop, error=err) for name, (_, crop, err) in zip(names, prepared)]
+        readable = [k for k, r in enumerate(results) if r.error is None]
+        for start in range(0, len(readable), EXPLAIN_BATCH):
+            batch = readable[start:start + EXPLAIN_BATCH]
+            x = self.preprocessing.normalize(torch.stack([results[k].crop for k in batch]).to(self.device))
+            wanted = torch.tensor([targets[k] for k in batch]) if targets is not None else None
+            heatmaps, probs = gradcam(self.model, x, wanted)
+            chosen = wanted if wanted is not None else probs.argmax(1)
+            for k, heatmap, p, c in zip(batch, heatmaps, probs, chosen.tolist()):
+                results[k].heatmap, results[k].label, results[k].confidence = heatmap, self.classes[c], float(p[c])
+        return results
+
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
         dataset = load_dataset(data_dir, self.preprocessing, decode=(split,))
         if dataset.classes != self.classes:
@@ -146,14 +184,25 @@ def image_grid(images: list, titles: list[str], colors: list[str] | None = None,
     return fig
 
 
+def short_name(name: str, width: int = 28) -> str:
+    """A file name for a title: long ones keep their start and their extension."""
+    return name if len(name) <= width else name[:width - 8] + "…" + name[-7:]
+
+
 def predictions_figure(predictions: list[Prediction], ncols: int = 4):
     """One tile per classified file, titled with its file name, label and confidence."""
-    def short(name: str, width: int = 28) -> str:  # keep the start and the extension of long names
-        return name if len(name) <= width else name[:width - 8] + "…" + name[-7:]
-
     shown = [p for p in predictions if p.error is None]
-    titles = [f"{short(Path(p.name).name)}\n{p.label} · {p.confidence:.0%}" for p in shown]
+    titles = [f"{short_name(Path(p.name).name)}\n{p.label} · {p.confidence:.0%}" for p in shown]
     return image_grid([p.image for p in shown], titles, ncols=ncols)
+
+
+def explanation_figure(explanation: Explanation):
+    """The crop the model saw next to where it looked, titled with the file name, class and confidence."""
+    from PIL import Image
+    crop = Image.fromarray(explanation.crop.permute(1, 2, 0).numpy())
+    titles = [short_name(Path(explanation.name).name),
+              f"Grad-CAM: {explanation.label} · {explanation.confidence:.0%}"]
+    return image_grid([crop, explanation.overlay()], titles, ncols=2)
 
 
 def val_sample_figure(predictor: Predictor, data_dir: str | os.PathLike, count: int = 8,
