@@ -243,6 +243,8 @@ def write_explanations(predictor, files: list[Path], out_dir: Path) -> None:
     except OSError as e:
         raise UserError(f"--explain {out_dir}: cannot create that folder ({e.strerror or e})") from None
     targets = [out_dir / name for name in explanation_names(files)]
+    print(f"Grad-CAM of the predicted class over {predictor.checkpoint.meta['arch']}'s "
+          f"'{predictor.feature_layer}' feature map", file=sys.stderr)
     for start in range(0, len(files), EXPLAIN_CHUNK):
         chunk = files[start:start + EXPLAIN_CHUNK]
         for explanation, target in zip(predictor.explain(chunk, names=[str(f) for f in chunk]), targets[start:]):

@@ -5,6 +5,7 @@ Per-file problems (unreadable, not an image, truncated) come back as a `Predicti
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, eval_batches, image_to_tensor, load_dataset,
                    load_image)
 from .device import autocast, inference_batch_size, pick_device
-from .explain import gradcam, overlay
+from .explain import feature_layer, gradcam, heatmap_overlay
 
 EXPLAIN_BATCH = 8  # images per Grad-CAM pass: a backward pass keeps every activation
 
@@ -44,7 +45,7 @@ class Explanation:
     error: str | None = None
 
     def overlay(self):
-        return overlay(self.crop, self.heatmap)
+        return heatmap_overlay(self.crop, self.heatmap)
 
 
 @dataclass
@@ -85,6 +86,9 @@ class Predictor:
         self.preprocessing = Preprocessing(**meta["preprocessing"])
         self.device = pick_device(device)
         self.model = self.checkpoint.build_model().to(self.device, memory_format=torch.channels_last)
+        # Nothing trains it: no weight needs a gradient, so Grad-CAM (whose graph starts at the
+        # feature map) records nothing for the layers before it.
+        self.model.requires_grad_(False)
 
     def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW crops -> class probabilities (N, C) on the CPU."""
@@ -127,6 +131,11 @@ class Predictor:
             result.label, result.confidence = self.classes[k], float(p[k])
             result.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
 
+    @functools.cached_property
+    def feature_layer(self) -> str:
+        """The module whose output Grad-CAM explains, found on first use (explain.feature_layer)."""
+        return feature_layer(self.model, self.preprocessing.crop_size)
+
     def explain(self, items: list, targets: list[int] | None = None, names: list[str] | None = None
                 ) -> list[Explanation]:
         """Grad-CAM for each of `items` (paths or file objects): for the class index `targets[i]`
@@ -141,7 +150,7 @@ class Predictor:
             batch = readable[start:start + EXPLAIN_BATCH]
             x = self.preprocessing.normalize(torch.stack([results[k].crop for k in batch]).to(self.device))
             wanted = torch.tensor([targets[k] for k in batch]) if targets is not None else None
-            heatmaps, probs = gradcam(self.model, x, wanted)
+            heatmaps, probs = gradcam(self.model, self.feature_layer, x, wanted)
             chosen = wanted if wanted is not None else probs.argmax(1)
             for k, heatmap, p, c in zip(batch, heatmaps, probs, chosen.tolist()):
                 results[k].heatmap, results[k].label, results[k].confidence = heatmap, self.classes[c], float(p[c])

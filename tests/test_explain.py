@@ -31,19 +31,20 @@ def test_gradcam_explains_the_map_before_the_pool_for_every_backbone(arch):
     torch.manual_seed(0)
     model = build_model(arch, 2).eval()
     # resnet pools `layer4` with a module, mobilenet_v2 with a function call: found the same way.
-    assert feature_layer(model, 128) == ("layer4" if arch.startswith("resnet") else "features")
+    layer = feature_layer(model, 128)
+    assert layer == ("layer4" if arch.startswith("resnet") else "features")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(3, 3, 128, 128)
     maps = []
     for target in (0, 1):
-        heatmaps, probs = gradcam(model, x, torch.full((3,), target))
+        heatmaps, probs = gradcam(model, layer, x, torch.full((3,), target))
         assert heatmaps.shape == (3, 128, 128) and probs.shape == (3, 2)
         assert torch.isfinite(heatmaps).all() and heatmaps.min() >= 0
         peaks = heatmaps.flatten(1).amax(1)
         assert all(peak in (0.0, 1.0) for peak in peaks.tolist())  # scaled to its hottest point, or nothing
         maps.append(heatmaps)
     assert ((maps[0] + maps[1]).flatten(1).amax(1) > 0).all()  # some evidence for one class or the other
-    heatmaps, probs = gradcam(model, x)  # by default: the predicted class
+    heatmaps, probs = gradcam(model, layer, x)  # by default: the predicted class
     predicted = maps[0].where(probs.argmax(1).view(-1, 1, 1) == 0, maps[1])
     torch.testing.assert_close(heatmaps, predicted)
     # the model is left as it was: weights, no gradients, eval mode
@@ -84,7 +85,10 @@ def test_explanations_use_the_predictors_own_crops_and_labels(trained_checkpoint
     (tmp_path / "notes.png").write_text("not an image")
     files.append(tmp_path / "notes.png")
     weights = {k: v.clone() for k, v in predictor.model.state_dict().items()}
-    explanations = predictor.explain(files)
+    saved = []  # what autograd keeps for backward: only the head's few inputs, not the backbone's maps
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        explanations = predictor.explain(files)
+    assert 0 < sum(saved) < 512 * 7 * 7  # less than one feature map (resnet18: 512 x 7 x 7)
     predictions = predictor.predict(files)
     assert [e.name for e in explanations] == ["red.jpg", "missing.png", "blue.png", "notes.png"]
     assert [e.error is None for e in explanations] == [True, False, True, False]
@@ -117,6 +121,7 @@ def test_cli_predict_explain_writes_an_overlay_per_readable_image(trained_checkp
     captured = capsys.readouterr()
     assert code == 1  # the broken file; the others still got their line and their overlay
     assert len(captured.out.strip().splitlines()) == 4
+    assert "Grad-CAM of the predicted class over resnet18's 'layer4' feature map" in captured.err
     written = ["bee_photo-gradcam.jpg", "bee_photo-2-gradcam.jpg", "ant-gradcam.jpg"]
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
     for image, name in zip(images, written):
