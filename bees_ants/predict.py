@@ -140,21 +140,29 @@ class Predictor:
                 ) -> list[Explanation]:
         """Grad-CAM for each of `items` (paths or file objects): for the class index `targets[i]`
         when given, else for the predicted class. An unreadable item gets its `error`, as in
-        `predict`. The crops are the predictor's own, so a heatmap lies on the pixels the model saw."""
+        `predict`. The crops are the predictor's own, so a heatmap lies on the pixels the model saw.
+        As in `predict`, threads decode ahead while the model runs."""
         names = names or [Path(str(getattr(i, "name", i))).name for i in items]
+        results, pending = [], []
         with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            prepared = list(pool.map(self.prepare, items))
-        results = [Explanation(name, crop=crop, error=err) for name, (_, crop, err) in zip(names, prepared)]
-        readable = [k for k, r in enumerate(results) if r.error is None]
-        for start in range(0, len(readable), EXPLAIN_BATCH):
-            batch = readable[start:start + EXPLAIN_BATCH]
-            x = self.preprocessing.normalize(torch.stack([results[k].crop for k in batch]).to(self.device))
-            wanted = torch.tensor([targets[k] for k in batch]) if targets is not None else None
-            heatmaps, probs = gradcam(self.model, self.feature_layer, x, wanted)
-            chosen = wanted if wanted is not None else probs.argmax(1)
-            for k, heatmap, p, c in zip(batch, heatmaps, probs, chosen.tolist()):
-                results[k].heatmap, results[k].label, results[k].confidence = heatmap, self.classes[c], float(p[c])
+            for k, (name, (_, crop, err)) in enumerate(zip(names, pool.map(self.prepare, items))):
+                results.append(Explanation(name, crop=crop, error=err))
+                if crop is not None:
+                    pending.append((results[-1], targets[k] if targets is not None else None))
+                if len(pending) == EXPLAIN_BATCH:
+                    self._heatmaps(pending)
+                    pending = []
+        if pending:
+            self._heatmaps(pending)
         return results
+
+    def _heatmaps(self, batch: list[tuple[Explanation, int | None]]) -> None:
+        x = self.preprocessing.normalize(torch.stack([e.crop for e, _ in batch]).to(self.device))
+        wanted = torch.tensor([t for _, t in batch]) if batch[0][1] is not None else None
+        heatmaps, probs = gradcam(self.model, self.feature_layer, x, wanted)
+        chosen = wanted if wanted is not None else probs.argmax(1)
+        for (result, _), heatmap, p, c in zip(batch, heatmaps, probs, chosen.tolist()):
+            result.heatmap, result.label, result.confidence = heatmap, self.classes[c], float(p[c])
 
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
         dataset = load_dataset(data_dir, self.preprocessing, decode=(split,))
