@@ -55,7 +55,7 @@ class PredictTab:
         explain_btn.click(self.explain, [models.predict, files_in], self.explained, api_name="explain",
                           concurrency_id="inference")
         # Heatmaps of other images or of another model would mislead: they go until asked for again.
-        for changed in (files_in.change, models.predict.input):
+        for changed in (files_in.change, models.predict.change):
             changed(self.hide_explanations, None, self.explained, api_visibility="private")
 
     def predict(self, model: str, files: list[str] | None, request: gr.Request,
