@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -219,10 +220,52 @@ def cmd_predict(args) -> int:
     if args.grid:
         predictions_figure(results).savefig(args.grid, dpi=100)
         print(f"grid saved to {args.grid}", file=sys.stderr)
+    if args.explain:
+        write_explanations(predictor, [f for f, r in zip(files, results) if r.error is None], Path(args.explain))
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"{failed} of {len(results)} file(s) could not be classified", file=sys.stderr)
     return 1 if failed else 0
+
+
+EXPLAIN_CHUNK = 32  # images explained, then written, at a time: memory stays flat for any folder
+
+
+def explanation_names(paths: list[Path]) -> list[str]:
+    """'<stem>-gradcam.jpg' per image: characters other than letters, digits, '.', '_' and '-'
+    become '_', and a name already taken (equal stems in different folders, or equal but for case)
+    gets -2, -3, …"""
+    taken, names = set(), []
+    for path in paths:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "image"
+        name, n = f"{stem}-gradcam.jpg", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}-gradcam.jpg"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def write_explanations(predictor, files: list[Path], out_dir: Path) -> None:
+    """A Grad-CAM overlay per image (the crop the model saw beside where it looked) into `out_dir`,
+    and a line per file on stderr saying where it went."""
+    from .predict import explanation_figure
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--explain {out_dir}: cannot create that folder ({e.strerror or e})") from None
+    targets = [out_dir / name for name in explanation_names(files)]
+    print(f"Grad-CAM of the predicted class over {predictor.checkpoint.meta['arch']}'s "
+          f"'{predictor.feature_layer}' feature map", file=sys.stderr)
+    for start in range(0, len(files), EXPLAIN_CHUNK):
+        chunk = files[start:start + EXPLAIN_CHUNK]
+        for explanation, target in zip(predictor.explain(chunk, names=[str(f) for f in chunk]), targets[start:]):
+            if explanation.error:  # changed since it was classified
+                print(f"{explanation.name}: no Grad-CAM overlay ({explanation.error})", file=sys.stderr)
+                continue
+            explanation_figure(explanation).savefig(target, dpi=100)
+            print(f"Grad-CAM of {explanation.name}: {target}", file=sys.stderr)
 
 
 def evaluation_data_dir(args, checkpoint_meta: dict, settings: Settings) -> tuple[str, str]:
@@ -346,6 +389,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--grid", metavar="PNG", help="save a grid of the images titled with file name, label "
                     "and confidence")
+    pr.add_argument("--explain", metavar="OUT_DIR", help="also write a Grad-CAM overlay per image, "
+                    "<name>-gradcam.jpg, into OUT_DIR: where in the image the model saw its predicted class")
     pr.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     pr.set_defaults(func=cmd_predict)
 

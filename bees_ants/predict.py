@@ -5,6 +5,7 @@ Per-file problems (unreadable, not an image, truncated) come back as a `Predicti
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,9 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, eval_batches, image_to_tensor, load_dataset,
                    load_image)
 from .device import autocast, inference_batch_size, pick_device
+from .explain import feature_layer, gradcam, heatmap_overlay
+
+EXPLAIN_BATCH = 8  # images per Grad-CAM pass: a backward pass keeps every activation
 
 
 @dataclass
@@ -27,6 +31,21 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     error: str | None = None
     image: object | None = None  # the decoded, resized PIL image, for grids
+
+
+@dataclass
+class Explanation:
+    """Where the model looked for one image: `heatmap` (H, W) in [0, 1] over `crop`, the uint8
+    CHW center crop it saw, for class `label` (the predicted one unless another was asked for)."""
+    name: str
+    label: str | None = None
+    confidence: float = 0.0  # the model's probability for `label`
+    crop: torch.Tensor | None = None
+    heatmap: torch.Tensor | None = None
+    error: str | None = None
+
+    def overlay(self):
+        return heatmap_overlay(self.crop, self.heatmap)
 
 
 @dataclass
@@ -67,6 +86,9 @@ class Predictor:
         self.preprocessing = Preprocessing(**meta["preprocessing"])
         self.device = pick_device(device)
         self.model = self.checkpoint.build_model().to(self.device, memory_format=torch.channels_last)
+        # Nothing trains it: no weight needs a gradient, so Grad-CAM (whose graph starts at the
+        # feature map) records nothing for the layers before it.
+        self.model.requires_grad_(False)
 
     def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW crops -> class probabilities (N, C) on the CPU."""
@@ -109,6 +131,39 @@ class Predictor:
             result.label, result.confidence = self.classes[k], float(p[k])
             result.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
 
+    @functools.cached_property
+    def feature_layer(self) -> str:
+        """The module whose output Grad-CAM explains, found on first use (explain.feature_layer)."""
+        return feature_layer(self.model, self.preprocessing.crop_size)
+
+    def explain(self, items: list, targets: list[int] | None = None, names: list[str] | None = None
+                ) -> list[Explanation]:
+        """Grad-CAM for each of `items` (paths or file objects): for the class index `targets[i]`
+        when given, else for the predicted class. An unreadable item gets its `error`, as in
+        `predict`. The crops are the predictor's own, so a heatmap lies on the pixels the model saw.
+        As in `predict`, threads decode ahead while the model runs."""
+        names = names or [Path(str(getattr(i, "name", i))).name for i in items]
+        results, pending = [], []
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            for k, (name, (_, crop, err)) in enumerate(zip(names, pool.map(self.prepare, items))):
+                results.append(Explanation(name, crop=crop, error=err))
+                if crop is not None:
+                    pending.append((results[-1], targets[k] if targets is not None else None))
+                if len(pending) == EXPLAIN_BATCH:
+                    self._heatmaps(pending)
+                    pending = []
+        if pending:
+            self._heatmaps(pending)
+        return results
+
+    def _heatmaps(self, batch: list[tuple[Explanation, int | None]]) -> None:
+        x = self.preprocessing.normalize(torch.stack([e.crop for e, _ in batch]).to(self.device))
+        wanted = torch.tensor([t for _, t in batch]) if batch[0][1] is not None else None
+        heatmaps, probs = gradcam(self.model, self.feature_layer, x, wanted)
+        chosen = wanted if wanted is not None else probs.argmax(1)
+        for (result, _), heatmap, p, c in zip(batch, heatmaps, probs, chosen.tolist()):
+            result.heatmap, result.label, result.confidence = heatmap, self.classes[c], float(p[c])
+
     def evaluate(self, data_dir: str | os.PathLike, split: str = "val") -> Evaluation:
         dataset = load_dataset(data_dir, self.preprocessing, decode=(split,))
         if dataset.classes != self.classes:
@@ -146,14 +201,25 @@ def image_grid(images: list, titles: list[str], colors: list[str] | None = None,
     return fig
 
 
+def short_name(name: str, width: int = 28) -> str:
+    """A file name for a title: long ones keep their start and their extension."""
+    return name if len(name) <= width else name[:width - 8] + "…" + name[-7:]
+
+
 def predictions_figure(predictions: list[Prediction], ncols: int = 4):
     """One tile per classified file, titled with its file name, label and confidence."""
-    def short(name: str, width: int = 28) -> str:  # keep the start and the extension of long names
-        return name if len(name) <= width else name[:width - 8] + "…" + name[-7:]
-
     shown = [p for p in predictions if p.error is None]
-    titles = [f"{short(Path(p.name).name)}\n{p.label} · {p.confidence:.0%}" for p in shown]
+    titles = [f"{short_name(Path(p.name).name)}\n{p.label} · {p.confidence:.0%}" for p in shown]
     return image_grid([p.image for p in shown], titles, ncols=ncols)
+
+
+def explanation_figure(explanation: Explanation):
+    """The crop the model saw next to where it looked, titled with the file name, class and confidence."""
+    from PIL import Image
+    crop = Image.fromarray(explanation.crop.permute(1, 2, 0).numpy())
+    titles = [short_name(Path(explanation.name).name),
+              f"Grad-CAM: {explanation.label} · {explanation.confidence:.0%}"]
+    return image_grid([crop, explanation.overlay()], titles, ncols=2)
 
 
 def val_sample_figure(predictor: Predictor, data_dir: str | os.PathLike, count: int = 8,

@@ -20,7 +20,7 @@ from PIL import Image
 from .data import SkippedFile, load_image
 from .importer import MAX_FILES, VAL_FRACTION, ImportReport
 from .jobs import Job
-from .predict import Evaluation, Prediction
+from .predict import Evaluation, Explanation, Prediction
 from .train import EpochRecord
 
 MODE_LABELS = {"finetune": "fine-tune the whole network", "fixed": "fixed feature extractor",
@@ -214,6 +214,11 @@ def gallery_items(predictions: list[Prediction]) -> list[tuple[Image.Image, str]
     return [(p.image, f"{p.label} · {p.confidence:.0%}") for p in predictions if p.error is None]
 
 
+def explanation_items(explanations: list[Explanation]) -> list[tuple[Image.Image, str]]:
+    """Grad-CAM overlays on the crops the model saw, captioned like the predictions gallery."""
+    return [(e.overlay(), f"{e.label} · {e.confidence:.0%}") for e in explanations if e.error is None]
+
+
 def problems_markdown(predictions: list[Prediction]) -> str:
     bad = [p for p in predictions if p.error is not None]
     if not bad:
@@ -391,7 +396,18 @@ def per_class_table(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
-def mistake_items(ev: Evaluation) -> list[tuple[Image.Image, str]]:
-    """Misclassified images, worst first, captioned 'true: ants · predicted: bees (97%)'."""
-    return [(thumbnail(ev.paths[i]), f"true: {ev.classes[ev.true[i]]} · predicted: "
-             f"{ev.classes[ev.predicted[i]]} ({ev.confidence[i]:.0%})") for i in ev.mistakes()[:MISTAKES_SHOWN]]
+def shown_mistakes(ev: Evaluation) -> list[int]:
+    """The misclassified images the app shows: the worst MISTAKES_SHOWN, worst first."""
+    return ev.mistakes()[:MISTAKES_SHOWN]
+
+
+def mistake_items(ev: Evaluation, explanations: list[Explanation] | None = None) -> list[tuple[Image.Image, str]]:
+    """The shown mistakes captioned 'true: ants · predicted: bees (97%)': thumbnails, or with
+    `explanations` (one per shown mistake, for its predicted class) their Grad-CAM overlays."""
+    shown = shown_mistakes(ev)
+    if explanations is None:
+        images = [(thumbnail(ev.paths[i]), i) for i in shown]
+    else:  # an image deleted since the evaluation has no overlay
+        images = [(e.overlay(), i) for e, i in zip(explanations, shown, strict=True) if e.error is None]
+    return [(image, f"true: {ev.classes[ev.true[i]]} · predicted: {ev.classes[ev.predicted[i]]} "
+             f"({ev.confidence[i]:.0%})") for image, i in images]

@@ -14,10 +14,11 @@ the page's 1 s timer alone draws the visitor's job, so a reloaded page catches u
 older can overwrite something newer. The `seen` state is the job version this page last drew,
 so ticks redraw only when something changed. API clients get /train, /follow and /status.
 A zip upload on the Train tab becomes a new dataset folder in the visitor's own folder.
-Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor).
+Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor);
+Explain draws where the model looked in the uploads (Grad-CAM), only when asked.
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
-numbers and worst mistakes on its val set; the checkpoint, its .pt2 or .onnx export to download,
-or the model pushed to the Hugging Face Hub.
+numbers and worst mistakes on its val set (plain, or with Grad-CAM heatmaps); the checkpoint, its
+.pt2 or .onnx export to download, or the model pushed to the Hugging Face Hub.
 Agents: a hidden `classify` endpoint (AgentTools), the tool meant for MCP clients when the app
 runs with Gradio's MCP server (`mcp_server_enabled`).
 

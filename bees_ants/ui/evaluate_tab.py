@@ -11,6 +11,9 @@ from ..hub import push_to_hub
 from ..visitors import Visitor
 from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
+MISTAKES_LABEL = "Mistakes, worst first"
+MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class it chose (red)"
+
 
 class EvaluateTab:
     """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
@@ -45,14 +48,19 @@ class EvaluateTab:
                     self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
                     self.per_class = gr.Dataframe(headers=views.PER_CLASS_COLUMNS, label="Per class",
                                                   interactive=False, visible=False, elem_id="per-class")
-                self.mistakes = gr.Gallery(label="Mistakes, worst first", columns=3, object_fit="contain",
+                self.mistake_heatmaps = gr.Checkbox(label="Show where the model looked (Grad-CAM for the class it chose)",
+                                                    visible=False, elem_id="mistakes-gradcam")
+                self.mistakes = gr.Gallery(label=MISTAKES_LABEL, columns=3, object_fit="contain",
                                            visible=False, elem_id="mistakes")
+            self.evaluated = gr.State(None)  # (model, Evaluation) whose mistakes are shown
 
-        evaluation = [self.summary, self.confusion, self.per_class, self.mistakes]
+        evaluation = [self.summary, self.confusion, self.per_class, self.mistakes, self.mistake_heatmaps, self.evaluated]
         takeaway = [self.model_file, self.model_file_note]
         models.evaluate.change(self.show_model, models.evaluate, [self.model_card, self.model_curves, *evaluation,
                                                                   *takeaway], api_name="model_info")
         eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
+        self.mistake_heatmaps.input(self.explain_mistakes, [self.mistake_heatmaps, self.evaluated], self.mistakes,
+                                    api_name="explain_mistakes", concurrency_id="inference")
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
         onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
@@ -73,7 +81,8 @@ class EvaluateTab:
 
     def no_evaluation(self, summary: str) -> dict:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
-                self.per_class: gr.Dataframe(visible=False), self.mistakes: gr.Gallery(None, visible=False)}
+                self.per_class: gr.Dataframe(visible=False), self.mistakes: gr.Gallery(None, visible=False),
+                self.mistake_heatmaps: gr.Checkbox(False, visible=False), self.evaluated: None}
 
     def evaluate(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         try:
@@ -85,7 +94,25 @@ class EvaluateTab:
         return {self.summary: views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
                 self.confusion: gr.Plot(views.confusion_figure(evaluation), visible=True),
                 self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),
-                self.mistakes: gr.Gallery(mistakes, visible=bool(mistakes))}
+                self.mistakes: gr.Gallery(mistakes, label=MISTAKES_LABEL, visible=bool(mistakes)),
+                self.mistake_heatmaps: gr.Checkbox(False, visible=bool(mistakes)), self.evaluated: (model, evaluation)}
+
+    def explain_mistakes(self, heatmaps: bool, evaluated: tuple | None, request: gr.Request,
+                         profile: gr.OAuthProfile | None) -> gr.Gallery:
+        """The shown mistakes again: with Grad-CAM overlays for the class the model wrongly chose, or plain."""
+        if evaluated is None:
+            raise gr.Error("Evaluate a model first: the heatmaps are drawn over its mistakes.")
+        model, evaluation = evaluated
+        if not heatmaps:
+            return gr.Gallery(gallery_files(views.mistake_items(evaluation)), label=MISTAKES_LABEL)
+        try:
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
+        except UserError as e:  # the model was deleted since
+            raise gr.Error(str(e).replace("**", "")) from None
+        shown = views.shown_mistakes(evaluation)
+        explanations = predictor.explain([evaluation.paths[i] for i in shown],
+                                         targets=[evaluation.predicted[i] for i in shown])
+        return gr.Gallery(gallery_files(views.mistake_items(evaluation, explanations)), label=MISTAKES_GRADCAM_LABEL)
 
     def download(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         return self.takeaway(model, catalog.check_checkpoint, self.visitors.of(request, profile))

@@ -9,10 +9,13 @@ from ..errors import UserError
 from ..predict import val_sample_figure
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
 
+EXPLAINED_LABEL = "Where the model looks (Grad-CAM): red marks the evidence for its prediction"
+
 
 class PredictTab:
     """A model and images to classify: a labelled gallery, the selected image's confidences, one row
-    per file; or the model's predictions on random images of its val set."""
+    per file; on demand, where the model looked in each (Grad-CAM); or the model's predictions on
+    random images of its val set."""
 
     def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
         self.settings, self.visitors = settings, visitors
@@ -30,11 +33,14 @@ class PredictTab:
                     self.problems = gr.Markdown(label="problems", elem_id="problems")
                     self.confidences = gr.Label(label="Confidence for the selected image", elem_id="confidences")
                     val_btn = gr.Button("Predictions on random val images", elem_id="val-btn")
+                    explain_btn = gr.Button("Explain (Grad-CAM)", elem_id="explain-btn")
                 with gr.Column(scale=2):
                     self.gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
                                               elem_id="gallery")
                     self.results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
                                                 max_height=300, elem_id="results")
+                    self.explained = gr.Gallery(label=EXPLAINED_LABEL, columns=4, height="auto", object_fit="contain",
+                                                visible=False, elem_id="explained")
                     val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
                                            interactive=False, show_label=False, visible=False, elem_id="val-samples")
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
@@ -46,6 +52,11 @@ class PredictTab:
                              concurrency_id="inference")
         self.gallery.select(self.select, self.probabilities, self.confidences, api_visibility="private")
         val_btn.click(self.random_val, models.predict, val_samples, api_name="random_val", concurrency_id="inference")
+        explain_btn.click(self.explain, [models.predict, files_in], self.explained, api_name="explain",
+                          concurrency_id="inference")
+        # Heatmaps of other images or of another model would mislead: they go until asked for again.
+        for changed in (files_in.change, models.predict.change):
+            changed(self.hide_explanations, None, self.explained, api_visibility="private")
 
     def predict(self, model: str, files: list[str] | None, request: gr.Request,
                 profile: gr.OAuthProfile | None) -> dict:
@@ -65,6 +76,20 @@ class PredictTab:
 
     def select(self, probabilities: list[dict], evt: gr.SelectData) -> dict:
         return probabilities[evt.index]
+
+    def explain(self, model: str, files: list[str] | None, request: gr.Request,
+                profile: gr.OAuthProfile | None) -> gr.Gallery:
+        """Grad-CAM overlays of the uploaded images, for the class the model predicts for each."""
+        if not files:
+            raise gr.Error("Add images to classify first: Explain shows where the model looks in each of them.")
+        try:
+            predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
+        except UserError as e:
+            raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
+        return gr.Gallery(gallery_files(views.explanation_items(predictor.explain(files))), visible=True)
+
+    def hide_explanations(self) -> gr.Gallery:
+        return gr.Gallery(None, visible=False)
 
     def random_val(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> gr.Image:
         try:
