@@ -1,4 +1,5 @@
-"""What the app shows, as plain values: markdown strings, tables, images and matplotlib figures.
+"""What the app shows, as plain values: markdown strings, tables, curves as data frames, images and
+matplotlib figures.
 
 Built from jobs, import reports, checkpoint metadata, predictions and evaluations only, so the
 Gradio layer stays wiring and these stay testable.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")  # before anything imports pyplot: a server has no display
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 from .data import SkippedFile, load_image
@@ -133,58 +134,65 @@ def history_table(job: Job | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def training_figure(job: Job | None) -> Figure:
+@dataclass
+class Curves:
+    """Loss and accuracy per epoch as data, one row per point, for the app's line plots: a redraw
+    sends a few numbers, not an image. One series per curve ("train", "val"; with several runs
+    "<run> · train", ...)."""
+    loss: pd.DataFrame  # epoch, loss, series
+    accuracy: pd.DataFrame  # epoch, accuracy, series
+    epochs: int  # the x axis spans epochs 1..epochs
+    note: str = ""  # said under the plots
+
+
+def curves(runs: list[tuple[str | None, list[EpochRecord]]], epochs: int, note: str = "") -> Curves:
+    """The curves of each (label, history) in `runs`; a run labelled None is the only one."""
+    rows = {"loss": [], "accuracy": []}
+    for label, history in runs:
+        for split in ("train", "val"):
+            series = split if label is None else f"{label} · {split}"
+            for r in history:
+                loss, acc = getattr(r, f"{split}_loss"), getattr(r, f"{split}_acc")
+                if math.isfinite(loss):  # a diverged run logs inf/nan losses: leave those points out
+                    rows["loss"].append((r.epoch, loss, series))
+                rows["accuracy"].append((r.epoch, acc, series))
+    frame = {metric: pd.DataFrame(points, columns=["epoch", metric, "series"]).astype(
+        {"epoch": "int64", metric: "float64", "series": "str"}) for metric, points in rows.items()}
+    return Curves(frame["loss"], frame["accuracy"], max(epochs, 1), note)
+
+
+def run_note(history: list[EpochRecord], unfrozen_after: int | None, epochs: int, empty_text: str) -> str:
+    """Under a run's plots: its best epoch, and where a progressive run unfroze its backbone."""
+    if not history:
+        return empty_text
+    best = history[-1]
+    note = f"★ best val acc **{best.best_val_acc:.1%}** at epoch {best.best_epoch}"
+    if unfrozen_after is not None and unfrozen_after < epochs:
+        note += f" · backbone frozen for epochs 1–{unfrozen_after}, fine-tuned after"
+    return note
+
+
+def training_curves(job: Job | None) -> Curves:
     """The live run's curves; the x axis spans the whole run so the plot also shows how far along it is."""
     if job is None:
-        return history_figure([], 1, "no epochs yet")
+        return curves([], 1, "no epochs yet")
     cfg = job.config
-    return history_figure(job.history, cfg.epochs, "waiting for the first epoch…" if job.active else "no epochs yet",
-                          cfg.frozen_epochs if cfg.mode == "progressive" else None)
+    unfrozen_after = cfg.frozen_epochs if cfg.mode == "progressive" else None
+    note = run_note(job.history, unfrozen_after, cfg.epochs,
+                    "waiting for the first epoch…" if job.active else "no epochs yet")
+    return curves([(None, job.history)], cfg.epochs, note)
 
 
-def checkpoint_figure(meta: dict) -> Figure:
+def history_of(meta: dict) -> list[EpochRecord]:
+    return [EpochRecord(**r) for r in meta.get("history", [])]
+
+
+def checkpoint_curves(meta: dict) -> Curves:
     """The same curves for a saved model, from the history its checkpoint keeps, over the epochs
     it ran (a cancelled run's plan does not matter any more)."""
-    history = [EpochRecord(**r) for r in meta.get("history", [])]
+    history = history_of(meta)
     frozen = meta.get("hyperparameters", {}).get("frozen_epochs") if meta["mode"] == "progressive" else None
-    return history_figure(history, len(history), "no epochs recorded", frozen)
-
-
-def history_figure(history: list[EpochRecord], epochs: int, empty_text: str,
-                   unfrozen_after: int | None = None) -> Figure:
-    """Loss and accuracy per epoch, train vs val, best val epoch starred, x axis 1..epochs; for a
-    progressive run a dotted line where the backbone was unfrozen."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    x = [r.epoch for r in history]
-    for ax, title, key in ((loss_ax, "Loss", "loss"), (acc_ax, "Accuracy", "acc")):
-        ax.plot(x, [getattr(r, f"train_{key}") for r in history], "o-", color=TRAIN_COLOR, ms=4, label="train")
-        ax.plot(x, [getattr(r, f"val_{key}") for r in history], "s-", color=VAL_COLOR, ms=4, label="val")
-        ax.set_title(title, fontsize=12, loc="left", fontweight="bold")
-        ax.set_xlabel("epoch")
-        ax.set_xlim(0.5, max(epochs, 2) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.spines[["top", "right"]].set_visible(False)
-        if unfrozen_after is not None and unfrozen_after < epochs:
-            ax.axvline(unfrozen_after + 0.5, color="gray", ls=":", lw=1.2)
-            ax.text(unfrozen_after + 0.6, 0.98, "unfrozen", transform=ax.get_xaxis_transform(), va="top",
-                    fontsize=9, color="gray")
-    acc_ax.set_ylim(0, 1.02)
-    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    if history:
-        best = history[-1]
-        acc_ax.plot([best.best_epoch], [best.best_val_acc], "*", color=VAL_COLOR, ms=15, mec="black", mew=0.6,
-                    label=f"best val {best.best_val_acc:.1%} (epoch {best.best_epoch})")
-        # A diverged run logs inf/nan losses; scale the axis to the finite ones.
-        finite = [v for r in history for v in (r.train_loss, r.val_loss) if math.isfinite(v)]
-        if finite:
-            loss_ax.set_ylim(0, max(finite) * 1.1 or 1)
-        fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside upper center", ncols=3, frameon=False)
-    else:
-        for ax in (loss_ax, acc_ax):
-            ax.text(0.5, 0.5, empty_text, transform=ax.transAxes, ha="center", va="center", color="gray")
-    return fig
+    return curves([(None, history)], len(history), run_note(history, frozen, len(history), "no epochs recorded"))
 
 
 def result_markdown(job: Job | None) -> str:
@@ -312,6 +320,79 @@ def takeaway_markdown(path: str, meta: dict) -> str:
     prep = meta["preprocessing"]
     return howto.format(name=Path(path).name, classes=", ".join(meta["class_names"]), n=len(meta["class_names"]),
                         crop=prep["crop_size"], resize=prep["resize_size"])
+
+
+# -- runs side by side ---------------------------------------------------------------------------
+
+NOT_RECORDED = "—"  # a checkpoint from before a value was kept
+# Hyperparameters with a row of their own (arch, mode) or that say nothing about the run.
+NOT_COMPARED = {"arch", "mode"}
+
+
+def run_name(number: int, meta: dict) -> str:
+    """Short enough for a legend: '#2 resnet18/fixed 11-23 20:01'."""
+    when = meta.get("created", "")[5:16].replace("T", " ")
+    return f"#{number} {meta['arch']}/{meta['mode']} {when}".strip()
+
+
+def comparison_curves(metas: list[dict]) -> Curves:
+    """Every run's curves on the same axes, named as in the comparison table."""
+    runs = [(run_name(i, m), history_of(m)) for i, m in enumerate(metas, 1)]
+    return curves(runs, max((len(h) for _, h in runs), default=1))
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _hyper_value(key: str, value) -> str:
+    if key == "backbone_weights":  # a path: its file name says which weights
+        return "random init" if value is None else Path(str(value)).name
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison_markdown(metas: list[dict]) -> str:
+    """One column per run: what it trained (backbone, mode, data and its content hash), how
+    (the hyperparameters that differ; those that do not, below the table) and what came out
+    (best val accuracy, its epoch, wall time, device). Rows that differ between runs are in bold."""
+    if not metas:
+        return "Pick two or more of your models to compare them."
+    rows = []
+
+    def row(label: str, values: list) -> None:
+        values = [_cell(v) for v in values]
+        differs = len(metas) > 1 and len(set(values)) > 1
+        rows.append(f"| {'**' + label + '**' if differs else label} | " + " | ".join(values) + " |")
+
+    datasets = [m.get("dataset", {}) for m in metas]
+    row("backbone", [m["arch"] for m in metas])
+    row("mode", [mode_text(m["mode"], m.get("hyperparameters", {}).get("frozen_epochs", "?")) for m in metas])
+    row("data", [f"`{Path(d['root']).name}`" if d.get("root") else NOT_RECORDED for d in datasets])
+    row("images", [" · ".join(f"{s} {sum(c.values())}" for s, c in d["counts"].items()) if d.get("counts")
+                   else NOT_RECORDED for d in datasets])
+    row("classes", [", ".join(m["class_names"]) for m in metas])
+    row("data hash", [f"`{d['hash'][:12]}`" if d.get("hash") else NOT_RECORDED for d in datasets])
+    hypers = [m.get("hyperparameters", {}) for m in metas]
+    keys = sorted({k for h in hypers for k in h} - NOT_COMPARED)
+    shown = {k: [_hyper_value(k, h[k]) if k in h else NOT_RECORDED for h in hypers] for k in keys}
+    same = {k: v[0] for k, v in shown.items() if len(set(v)) == 1}
+    for key, values in shown.items():
+        if key not in same or len(metas) == 1:
+            row(key, values)
+    row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
+    row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
+                          for m in metas])
+    row("wall time", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
+                      for m in metas])
+    row("device", [m.get("device") or NOT_RECORDED for m in metas])
+    row("status", [m.get("status", "completed") for m in metas])
+    header = "| | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
+    text = "\n".join([header, "|---" * (len(metas) + 1) + "|", *rows])
+    if len(metas) == 1:
+        return text + "\n\nPick another model to compare with."
+    if same:
+        text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
+    return text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
 
 
 # -- evaluation -----------------------------------------------------------------------------------

@@ -1,22 +1,25 @@
 """The Gradio app: widgets wired to the catalog, the job manager and the predictor.
 
-One module per tab (train_tab, predict_tab, evaluate_tab); what they share is in common. One class per tab lays out its widgets and wires their events right under them; its methods are
-the handlers. A handler that updates several widgets returns {widget: value}: widgets it leaves
-out keep what they show. `build_app` is the table of contents: the header, the three tabs and
-the one dependency between them, the model pickers (ModelPickers), which the Predict and
+One module per tab (train_tab, predict_tab, evaluate_tab, compare_tab); what they share is in
+common. One class per tab lays out its widgets and wires their events right under them; its
+methods are the handlers. A handler that updates several widgets returns {widget: value}:
+widgets it leaves out keep what they show. `build_app` is the table of contents: the header, the
+tabs and the one dependency between them, the model pickers (ModelPickers), which the Predict and
 Evaluate tabs show and which a finished training job refreshes with its new checkpoint.
 
 Who is asking: a page registers its browser (Visitors) on load; every handler asks
 `Visitors.of(request, profile)` and passes that Visitor to the catalog and the job manager, which
 decide what it may see and touch.
 Train: the button asks the job manager for a job (queued or started, or refused with a reason);
-the page's 1 s timer alone draws the visitor's job, so a reloaded page catches up and nothing
-older can overwrite something newer. The `seen` state is the job version this page last drew,
-so ticks redraw only when something changed. API clients get /train, /follow and /status.
+the page's timer alone draws the visitor's job (every second while it is queued or running,
+slowly otherwise), so a reloaded page catches up and nothing older can overwrite something
+newer. The `seen` state is the job version this page last drew, so ticks redraw only when
+something changed. API clients get /train, /follow and /status.
 A zip upload on the Train tab becomes a new dataset folder in the visitor's own folder.
 Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor).
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set, and the checkpoint or its .pt2 export to download.
+Compare: several of the visitor's models, their curves on the same axes and a table of their runs.
 
 Only a `UserError` (or a busy job) is shown as advice; any other exception is a bug and keeps its
 traceback.
@@ -32,6 +35,7 @@ from ..checkpoint import remove_stale_temp_files
 from ..jobs import JobManager
 from ..zerogpu import on_zero_gpu
 from .common import ModelPickers, Visitors
+from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
 from .train_tab import TrainTab
@@ -65,6 +69,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models)
             EvaluateTab(settings, visitors, models)
+            CompareTab(settings, visitors)
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).
         # The page's job view is drawn by the Train tab's timer alone (see TrainTab).

@@ -8,7 +8,7 @@ from ..catalog import Settings
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..visitors import Visitor
-from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
+from .common import NO_MODEL, CurvePlots, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
 
 class EvaluateTab:
@@ -29,7 +29,7 @@ class EvaluateTab:
                 self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
                 self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
             with gr.Column(scale=2):
-                self.model_curves = gr.Plot(label="curves", show_label=False, visible=False, elem_id="model-curves")
+                self.model_curves = CurvePlots("model-curves", visible=False)
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
                 with gr.Row():
                     self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
@@ -40,8 +40,8 @@ class EvaluateTab:
 
         evaluation = [self.summary, self.confusion, self.per_class, self.mistakes]
         takeaway = [self.model_file, self.model_file_note]
-        models.evaluate.change(self.show_model, models.evaluate, [self.model_card, self.model_curves, *evaluation,
-                                                                  *takeaway], api_name="model_info")
+        shown = [self.model_card, self.model_curves.box, *self.model_curves.outputs, *evaluation, *takeaway]
+        models.evaluate.change(self.show_model, models.evaluate, shown, api_name="model_info")
         eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
@@ -54,9 +54,9 @@ class EvaluateTab:
             meta = load_checkpoint(catalog.check_checkpoint(self.settings, visitor, model)).meta
         except UserError as e:
             card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
-            return {self.model_card: card, self.model_curves: gr.Plot(None, visible=False), **cleared}
-        return {self.model_card: views.model_markdown(meta),
-                self.model_curves: gr.Plot(views.checkpoint_figure(meta), visible=True), **cleared}
+            return {self.model_card: card, self.model_curves.box: gr.Column(visible=False), **cleared}
+        return {self.model_card: views.model_markdown(meta), self.model_curves.box: gr.Column(visible=True),
+                **self.model_curves.show(views.checkpoint_curves(meta)), **cleared}
 
     def no_evaluation(self, summary: str) -> dict:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
