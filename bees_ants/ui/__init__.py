@@ -43,7 +43,16 @@ from .train_tab import TrainTab
 TITLE = "Ants vs bees · transfer learning"
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
-#thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }"""
+#thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }
+.curve-plots { display: flex; flex-wrap: wrap; gap: 8px; }
+.curve-plot { flex: 1 1 300px; min-width: 0; max-width: 560px; font-size: 12px; fill: var(--body-text-color); }
+.curve-plot .title { font-weight: 600; font-size: 14px; }
+.curve-plot .grid { stroke: var(--border-color-primary); }
+.curve-plot .unfrozen { stroke: gray; stroke-dasharray: 2 3; }
+.curve-plot .note { fill: var(--body-text-color-subdued); }
+.curve-plot .best { font-size: 18px; fill: #e8772e; stroke: var(--body-text-color); stroke-width: .6; }
+.curve-legend { display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 13px; margin: 2px 0 0 46px; }
+.curve-legend i { display: inline-block; width: 14px; height: 3px; margin: 0 6px 3px 0; vertical-align: middle; }"""
 
 
 

@@ -1,5 +1,4 @@
-"""What the tabs share: who is asking (Visitors), the model pickers, the curve plots, and images
-written as files."""
+"""What the tabs share: who is asking (Visitors), the model pickers, and images written as files."""
 from __future__ import annotations
 
 import os
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import catalog, views
+from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
 from ..predict import Predictor
@@ -96,30 +95,6 @@ class ModelPickers:
         newest = choices[0][1] if choices else None
         return {self.predict: gr.Dropdown(choices=choices, value=newest), self.note: "" if choices else NO_MODEL,
                 self.evaluate: gr.Dropdown(choices=choices, value=newest)}
-
-
-class CurvePlots:
-    """Loss and accuracy per epoch, side by side, with a line under them (views.Curves). Native
-    plots: a redraw sends the points and the browser draws them, instead of the server rendering
-    an image for every page on every change. `one_run`: the series are "train" and "val", in the
-    app's two colours; otherwise one per run and split, in the plot's palette."""
-
-    def __init__(self, elem_id: str, one_run: bool = True, visible: bool = True):
-        colours = {"train": views.TRAIN_COLOR, "val": views.VAL_COLOR} if one_run else None
-        common = dict(x="epoch", color="series", color_title="", color_map=colours, x_axis_format="d", height=260,
-                      min_width=280)
-        with gr.Column(visible=visible, elem_id=elem_id) as self.box:
-            with gr.Row():
-                self.loss = gr.LinePlot(y="loss", title="Loss", y_lim=[0, None], elem_id=f"{elem_id}-loss", **common)
-                self.accuracy = gr.LinePlot(y="accuracy", title="Accuracy", y_lim=[0, 1], y_axis_format=".0%",
-                                            elem_id=f"{elem_id}-accuracy", **common)
-            self.note = gr.Markdown(elem_id=f"{elem_id}-note")
-        self.outputs = [self.loss, self.accuracy, self.note]
-
-    def show(self, curves: views.Curves) -> dict:
-        x_lim = [1, max(curves.epochs, 2)]  # the whole run, so a live plot also shows how far along it is
-        return {self.loss: gr.LinePlot(curves.loss, x_lim=x_lim), self.accuracy: gr.LinePlot(curves.accuracy, x_lim=x_lim),
-                self.note: curves.note}
 
 
 def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:

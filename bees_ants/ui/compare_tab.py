@@ -6,7 +6,7 @@ import gradio as gr
 from .. import catalog, views
 from ..catalog import Settings
 from ..errors import UserError
-from .common import CurvePlots, Visitors
+from .common import Visitors
 
 MAX_COMPARED = 8  # more lines than this on one plot cannot be told apart
 
@@ -22,11 +22,11 @@ class CompareTab:
                                       allow_custom_value=True,
                                       info="Pick two or more of your models: their curves on the same axes, "
                                            "and what differs between them.", elem_id="compare-models")
-            self.curves = CurvePlots("compare-curves", one_run=False, visible=False)
+            self.curves = gr.HTML(label="curves", visible=False, elem_id="compare-curves")
             self.table = gr.Markdown(views.comparison_markdown([]), elem_id="compare-table")
         # The list is read again whenever the tab is opened: it then has every model trained since.
         tab.select(self.refreshed, self.picker, self.picker, api_visibility="private")
-        self.picker.change(self.compare, self.picker, [self.curves.box, *self.curves.outputs, self.table],
+        self.picker.change(self.compare, self.picker, [self.curves, self.table],
                            api_name="compare", show_progress="hidden")
 
     def refreshed(self, picked: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None):
@@ -41,8 +41,8 @@ class CompareTab:
                 raise UserError(f"pick at most {MAX_COMPARED} models from the list")
             metas = catalog.checkpoint_metas(self.settings, self.visitors.of(request, profile), picked)
         except UserError as e:
-            return {self.curves.box: gr.Column(visible=False), self.table: f"⚠ {e}"}
+            return {self.curves: gr.HTML(visible=False), self.table: f"⚠ {e}"}
         if not metas:
-            return {self.curves.box: gr.Column(visible=False), self.table: views.comparison_markdown([])}
-        return {self.curves.box: gr.Column(visible=True), **self.curves.show(views.comparison_curves(metas)),
+            return {self.curves: gr.HTML(visible=False), self.table: views.comparison_markdown([])}
+        return {self.curves: gr.HTML(views.comparison_curves(metas), visible=True),
                 self.table: views.comparison_markdown(metas)}

@@ -8,7 +8,7 @@ from ..catalog import Settings
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..visitors import Visitor
-from .common import NO_MODEL, CurvePlots, ModelPickers, Visitors, gallery_files, predictor_for, val_root
+from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
 
 class EvaluateTab:
@@ -29,7 +29,7 @@ class EvaluateTab:
                 self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
                 self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
             with gr.Column(scale=2):
-                self.model_curves = CurvePlots("model-curves", visible=False)
+                self.model_curves = gr.HTML(label="curves", visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
                 with gr.Row():
                     self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
@@ -40,7 +40,7 @@ class EvaluateTab:
 
         evaluation = [self.summary, self.confusion, self.per_class, self.mistakes]
         takeaway = [self.model_file, self.model_file_note]
-        shown = [self.model_card, self.model_curves.box, *self.model_curves.outputs, *evaluation, *takeaway]
+        shown = [self.model_card, self.model_curves, *evaluation, *takeaway]
         models.evaluate.change(self.show_model, models.evaluate, shown, api_name="model_info")
         eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
@@ -54,9 +54,9 @@ class EvaluateTab:
             meta = load_checkpoint(catalog.check_checkpoint(self.settings, visitor, model)).meta
         except UserError as e:
             card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
-            return {self.model_card: card, self.model_curves.box: gr.Column(visible=False), **cleared}
-        return {self.model_card: views.model_markdown(meta), self.model_curves.box: gr.Column(visible=True),
-                **self.model_curves.show(views.checkpoint_curves(meta)), **cleared}
+            return {self.model_card: card, self.model_curves: gr.HTML(visible=False), **cleared}
+        return {self.model_card: views.model_markdown(meta),
+                self.model_curves: gr.HTML(views.checkpoint_curves(meta), visible=True), **cleared}
 
     def no_evaluation(self, summary: str) -> dict:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),

@@ -20,7 +20,7 @@ from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weig
 from ..predict import val_sample_figure
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
-from .common import VAL_GRID_IMAGES, CurvePlots, ModelPickers, Visitors, gallery_files, image_file
+from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
 
 DEFAULTS = TrainConfig(data_dir="")
 # The page's timer ticks every second while the visitor has a queued or running job, and slowly
@@ -181,7 +181,7 @@ class TrainTab:
             with gr.Column(scale=2):
                 self.status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
                 self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
-                self.curves = CurvePlots("curves")
+                self.curves = gr.HTML(views.training_curves(None), label="curves", elem_id="curves")
                 self.table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
                                           interactive=False, max_height=300, elem_id="history")
                 self.result = gr.Markdown(label="result", elem_id="result")
@@ -191,7 +191,7 @@ class TrainTab:
             self.timer = gr.Timer(ACTIVE_TICK_S)  # the first tick draws the job, then sets the pace
             api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
 
-        job_view = [self.status, self.dataset_info, *self.curves.outputs, self.table, self.result, self.grid, self.seen,
+        job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     *models.outputs]
         self.job_view_outputs = job_view
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
@@ -220,7 +220,7 @@ class TrainTab:
     def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
         shown = {self.status: views.status_markdown(job), self.dataset_info: views.dataset_markdown(job),
-                 **self.curves.show(views.training_curves(job)), self.table: views.history_table(job),
+                 self.curves: views.training_curves(job), self.table: views.history_table(job),
                  self.result: views.result_markdown(job), self.grid: val_grid(job),
                  self.seen: job.version if job else 0}
         if job is not None and not job.active:
