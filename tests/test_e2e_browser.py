@@ -120,7 +120,7 @@ def test_train_watch_reload_cancel_predict_evaluate_export(browser, served_app, 
     expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^resnet18 · fixed · val"))
     expect(page.locator("#model-card")).to_contain_text("fixed feature extractor")
     expect(page.locator("#model-card")).to_contain_text("Classes: ants, bees")
-    expect(page.locator("#model-curves img")).to_be_visible(timeout=LONG)
+    expect(page.locator("#model-curves svg circle").first).to_be_visible(timeout=LONG)
     page.locator("#eval-model input").click()
     page.get_by_role("option", name=re.compile(r"finetune.*cancelled")).click()
     expect(page.locator("#model-card")).to_contain_text("cancelled")

@@ -37,8 +37,10 @@ class CompareTab:
 
     def compare(self, picked: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         try:
-            if not isinstance(picked, list) or len(picked) > MAX_COMPARED:
-                raise UserError(f"pick at most {MAX_COMPARED} models from the list")
+            if not isinstance(picked, list):
+                raise UserError("choose a model from the list")
+            if len(picked) > MAX_COMPARED:
+                raise UserError(f"pick at most {MAX_COMPARED} models")
             metas = catalog.checkpoint_metas(self.settings, self.visitors.of(request, profile), picked)
         except UserError as e:
             return {self.curves: gr.HTML(visible=False), self.table: f"⚠ {e}"}
