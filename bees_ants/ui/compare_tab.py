@@ -25,11 +25,11 @@ class CompareTab:
             self.curves = gr.HTML(label="curves", visible=False, elem_id="compare-curves")
             self.table = gr.Markdown(views.comparison_markdown([]), elem_id="compare-table")
         # The list is read again whenever the tab is opened: it then has every model trained since.
-        tab.select(self.refreshed, self.picker, self.picker, api_visibility="private")
+        tab.select(self.picker_choices, self.picker, self.picker, api_visibility="private")
         self.picker.change(self.compare, self.picker, [self.curves, self.table],
                            api_name="compare", show_progress="hidden")
 
-    def refreshed(self, picked: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None):
+    def picker_choices(self, picked: list[str] | None, request: gr.Request, profile: gr.OAuthProfile | None):
         """The visitor's models, newest first; what was picked stays picked while it is there."""
         choices = catalog.checkpoint_choices(self.settings, self.visitors.of(request, profile))
         paths = {path for _, path in choices}
