@@ -223,7 +223,8 @@ def curves_html(runs: list[tuple[str | None, list[EpochRecord]]], epochs: int, e
                 points = [(e, v) for e, v in points if math.isfinite(v)]
                 colour = ((TRAIN_COLOR if split == "train" else VAL_COLOR) if one
                           else RUN_COLOURS[i % len(RUN_COLOURS)])
-                series.append(Series(split if one else f"{name} · {split}", colour, split == "train" and not one, points))
+                label = split if one else f"{name} · {split}"
+                series.append(Series(label, colour, dashed=split == "train" and not one, points=points))
         history = runs[0][1] if one else []
         best = (history[-1].best_epoch, history[-1].best_val_acc) if history and percent else None
         plots[metric] = _plot_svg(title, series, epochs, percent, empty_text, best, unfrozen_after if one else None)
@@ -244,8 +245,9 @@ def training_curves(job: Job | None) -> str:
     if job is None:
         return curves_html([(None, [])], 1, "no epochs yet")
     cfg = job.config
-    return curves_html([(None, job.history)], cfg.epochs, "waiting for the first epoch…" if job.active else "no epochs yet",
-                       cfg.frozen_epochs if cfg.mode == "progressive" else None)
+    empty_text = "waiting for the first epoch…" if job.active else "no epochs yet"
+    unfrozen_after = cfg.frozen_epochs if cfg.mode == "progressive" else None
+    return curves_html([(None, job.history)], cfg.epochs, empty_text, unfrozen_after)
 
 
 def history_of(meta: dict) -> list[EpochRecord]:

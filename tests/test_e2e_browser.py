@@ -252,17 +252,21 @@ def test_watch_the_curves_then_compare_two_runs(browser, served_app):
     set_up_training(page, "fine-tune the whole network", 6, 0.01)
     page.locator("#train-btn").click()
     expect(page.locator("#status")).to_contain_text(re.compile(r"epoch [2-5] of 6 done"), timeout=LONG)
-    done = int(re.search(r"epoch (\d) of 6 done", page.locator("#status").inner_text()).group(1))
-    # every epoch done so far is a point on each curve, drawn over the run's 6 planned epochs
-    expect(page.locator("#curves svg[aria-label=Accuracy] circle")).to_have_count(2 * done)
+    # every epoch done so far is a point on each curve (train, val), drawn over the run's 6 planned
+    # epochs; read in one snapshot of the page, as the next epoch may arrive at any moment
+    page.wait_for_function("""() => {
+        const done = document.querySelector('#status').innerText.match(/epoch (\\d) of 6 done/);
+        return done && document.querySelectorAll('#curves svg[aria-label=Accuracy] circle').length == 2 * done[1];
+    }""", timeout=LONG)
     expect(page.locator("#curves svg[aria-label=Accuracy] text", has_text="6")).to_have_count(1)
     page.screenshot(path=str(SCREENS / "train_curves.png"), full_page=True)
     page.locator("#cancel-btn").click()
     expect(page.locator("#status")).to_contain_text("Cancelled after", timeout=LONG)
+    ran = int(re.search(r"Cancelled after (\d) of 6", page.locator("#status").inner_text()).group(1))
 
     page.get_by_role("tab", name="Evaluate & export").click()  # the newest model: the cancelled run
     expect(page.locator("#model-card")).to_contain_text("cancelled")
-    expect(page.locator("#model-curves svg[aria-label=Loss] circle")).to_have_count(2 * done)
+    expect(page.locator("#model-curves svg[aria-label=Loss] circle")).to_have_count(2 * ran)
     page.screenshot(path=str(SCREENS / "evaluate_curves.png"), full_page=True)
 
     page.get_by_role("tab", name="Compare").click()
