@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import Checkpoint, Listed, list_checkpoint_meta
+from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_meta
 from .data import SPLITS, ensure_hymenoptera
 from .errors import UserError
 from .export import export_onnx, export_program
@@ -226,6 +226,22 @@ def named_checkpoint(settings: Settings, visitor: Visitor, name: str) -> str:
         raise CatalogError(f"no model named '{str(name)[:100]}'; the models here: "
                            + ", ".join(Path(p).name for p in choices[:20]))
     return check_checkpoint(settings, visitor, found)
+
+
+def checkpoint_metas(settings: Settings, visitor: Visitor, paths: list) -> list[dict]:
+    """The metadata of each of `paths`, from its side file (cached; no weights are loaded), each
+    path refused as `check_checkpoint` refuses it."""
+    metas = []
+    for path in paths:
+        p = Path(check_checkpoint(settings, visitor, path))
+        try:
+            meta = checkpoint_meta(p, p.stat())
+        except OSError:  # removed since the check
+            meta = None
+        if meta is None:
+            raise CatalogError(f"the model file {p.name} is gone or unreadable; refresh the list")
+        metas.append(meta)
+    return metas
 
 
 def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .checkpoint import save_checkpoint
 from .data import Dataset, Preprocessing, Split, eval_batches, load_dataset, train_batches
+from .datahash import dataset_hash
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
 from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for, unfreeze
@@ -333,7 +334,8 @@ class TrainingRun:
             "best": {"val_acc": best.val_acc, "val_loss": best.val_loss, "epoch": best.epoch},
             "status": self.status,
             "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
-                        "skipped": len(self.dataset.skipped)},
+                        "skipped": len(self.dataset.skipped),
+                        "hash": dataset_hash(self.dataset.root, self.dataset.classes)},
             "device": describe_device(self.device) + (f" x {self.world} processes" if self.world > 1 else ""),
             "versions": {"bees_ants": __version__, "torch": str(torch.__version__),
                          "torchvision": str(torchvision.__version__)},

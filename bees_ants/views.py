@@ -1,4 +1,5 @@
-"""What the app shows, as plain values: markdown strings, tables, images and matplotlib figures.
+"""What the app shows, as plain values: markdown strings, tables, curves as SVG, images and
+matplotlib figures.
 
 Built from jobs, import reports, checkpoint metadata, predictions and evaluations only, so the
 Gradio layer stays wiring and these stay testable.
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +17,6 @@ import matplotlib
 matplotlib.use("Agg")  # before anything imports pyplot: a server has no display
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 from .data import SkippedFile, load_image
@@ -133,58 +135,131 @@ def history_table(job: Job | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def training_figure(job: Job | None) -> Figure:
+# Curves are drawn as SVG text (a few KB of coordinates), which the browser draws: nothing is
+# rendered to pixels on the server, and every redraw replaces the whole drawing, so a page never
+# shows a stale mix of two updates. (gr.LinePlot does this for the first draw only: Gradio 6.31
+# redraws it with the points of the update before when its axes or series change.)
+RUN_COLOURS = ("#2f6fdf", "#e8772e", "#2a9d5c", "#c23b8f", "#7a5cd6", "#b08d1a", "#1d9bb2", "#d6453d")
+PLOT_W, PLOT_H = 460, 250
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 46, 14, 30, 34
+
+
+@dataclass
+class Series:
+    label: str
+    colour: str
+    dashed: bool
+    points: list[tuple[int, float]]  # (epoch, value); non-finite values are left out
+
+
+def _nice_step(span: float, ticks: int) -> float:
+    raw = span / ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
+def _plot_svg(title: str, series: list[Series], epochs: int, percent: bool, empty_text: str,
+              best: tuple[int, float] | None, unfrozen_after: int | None) -> str:
+    """One plot: value per epoch, x from 1 to `epochs`, y from 0 (to 100% for accuracies)."""
+    values = [v for s in series for _, v in s.points]
+    top = 1.0 if percent else max(values, default=1.0) * 1.1 or 1.0
+    y_step = 0.25 if percent else _nice_step(top, 4)
+    top = math.ceil(top / y_step - 1e-9) * y_step
+    x_max = max(epochs, 2)
+    inner_w, inner_h = PLOT_W - MARGIN_L - MARGIN_R, PLOT_H - MARGIN_T - MARGIN_B
+
+    def x(epoch: float) -> float:
+        return MARGIN_L + (epoch - 1) / (x_max - 1) * inner_w
+
+    def y(value: float) -> float:
+        return MARGIN_T + inner_h - min(value, top) / top * inner_h
+
+    def label(value: float) -> str:
+        return f"{value:.0%}" if percent else f"{value:.4g}"
+
+    out = [f'<svg viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" aria-label="{title}" class="curve-plot">',
+           f'<text x="{MARGIN_L}" y="18" class="title">{title}</text>']
+    for i in range(round(top / y_step) + 1):
+        v = i * y_step
+        out.append(f'<line x1="{MARGIN_L}" x2="{PLOT_W - MARGIN_R}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+                   f'<text x="{MARGIN_L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{label(v)}</text>')
+    x_step = max(1, math.ceil(_nice_step(x_max - 1, 8)))
+    for epoch in range(1, x_max + 1, x_step):
+        out.append(f'<text x="{x(epoch):.1f}" y="{PLOT_H - MARGIN_B + 16}" text-anchor="middle">{epoch}</text>')
+    out.append(f'<text x="{MARGIN_L + inner_w / 2:.1f}" y="{PLOT_H - 4}" text-anchor="middle">epoch</text>')
+    if unfrozen_after is not None and unfrozen_after < epochs:
+        ux = x(unfrozen_after + 0.5)
+        out.append(f'<line x1="{ux:.1f}" x2="{ux:.1f}" y1="{MARGIN_T}" y2="{MARGIN_T + inner_h}" class="unfrozen"/>'
+                   f'<text x="{ux + 4:.1f}" y="{MARGIN_T + 10}" class="note">unfrozen</text>')
+    for s in series:
+        coords = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in s.points)
+        dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+        out.append(f'<polyline points="{coords}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}/>')
+        out += [f'<circle cx="{x(e):.1f}" cy="{y(v):.1f}" r="3" fill="{s.colour}" class="point">'
+                f'<title>{escape(s.label)} · epoch {e}: {label(v) if percent else f"{v:.4f}"}</title></circle>'
+                for e, v in s.points]
+    if best is not None:
+        out.append(f'<text x="{x(best[0]):.1f}" y="{y(best[1]) + 6:.1f}" text-anchor="middle" class="best">★'
+                   f'<title>best val acc {best[1]:.1%} (epoch {best[0]})</title></text>')
+    if not values:
+        out.append(f'<text x="{MARGIN_L + inner_w / 2:.1f}" y="{MARGIN_T + inner_h / 2:.1f}" text-anchor="middle" '
+                   f'class="note">{escape(empty_text)}</text>')
+    return "".join(out) + "</svg>"
+
+
+def curves_html(runs: list[tuple[str | None, list[EpochRecord]]], epochs: int, empty_text: str = "",
+                unfrozen_after: int | None = None) -> str:
+    """Loss and accuracy per epoch, side by side, x from 1 to `epochs`, and a legend. A run
+    labelled None is the only one: train and val in two colours, its best val epoch starred.
+    Several runs: a colour per run, val solid, train dashed."""
+    one = len(runs) == 1 and runs[0][0] is None
+    plots = {}
+    for metric, title, percent in (("loss", "Loss", False), ("acc", "Accuracy", True)):
+        series = []
+        for i, (name, history) in enumerate(runs):
+            for split in ("train", "val"):
+                points = [(r.epoch, getattr(r, f"{split}_{metric}")) for r in history]
+                # A diverged run logs inf/nan losses: leave those points out.
+                points = [(e, v) for e, v in points if math.isfinite(v)]
+                colour = ((TRAIN_COLOR if split == "train" else VAL_COLOR) if one
+                          else RUN_COLOURS[i % len(RUN_COLOURS)])
+                label = split if one else f"{name} · {split}"
+                series.append(Series(label, colour, dashed=split == "train" and not one, points=points))
+        history = runs[0][1] if one else []
+        best = (history[-1].best_epoch, history[-1].best_val_acc) if history and percent else None
+        plots[metric] = _plot_svg(title, series, epochs, percent, empty_text, best, unfrozen_after if one else None)
+    if one:
+        legend = (f'<span><i style="background:{TRAIN_COLOR}"></i>train</span>'
+                  f'<span><i style="background:{VAL_COLOR}"></i>val</span>')
+        if runs[0][1]:
+            legend += "<span>★ best val accuracy</span>"
+    else:
+        legend = "".join(f'<span><i style="background:{RUN_COLOURS[i % len(RUN_COLOURS)]}"></i>{escape(name)}</span>'
+                         for i, (name, _) in enumerate(runs)) + "<span>solid: val · dashed: train</span>"
+    return (f'<div class="curves"><div class="curve-plots">{plots["loss"]}{plots["acc"]}</div>'
+            f'<div class="curve-legend">{legend}</div></div>')
+
+
+def training_curves(job: Job | None) -> str:
     """The live run's curves; the x axis spans the whole run so the plot also shows how far along it is."""
     if job is None:
-        return history_figure([], 1, "no epochs yet")
+        return curves_html([(None, [])], 1, "no epochs yet")
     cfg = job.config
-    return history_figure(job.history, cfg.epochs, "waiting for the first epoch…" if job.active else "no epochs yet",
-                          cfg.frozen_epochs if cfg.mode == "progressive" else None)
+    empty_text = "waiting for the first epoch…" if job.active else "no epochs yet"
+    unfrozen_after = cfg.frozen_epochs if cfg.mode == "progressive" else None
+    return curves_html([(None, job.history)], cfg.epochs, empty_text, unfrozen_after)
 
 
-def checkpoint_figure(meta: dict) -> Figure:
+def history_of(meta: dict) -> list[EpochRecord]:
+    return [EpochRecord(**r) for r in meta.get("history", [])]
+
+
+def checkpoint_curves(meta: dict) -> str:
     """The same curves for a saved model, from the history its checkpoint keeps, over the epochs
     it ran (a cancelled run's plan does not matter any more)."""
-    history = [EpochRecord(**r) for r in meta.get("history", [])]
+    history = history_of(meta)
     frozen = meta.get("hyperparameters", {}).get("frozen_epochs") if meta["mode"] == "progressive" else None
-    return history_figure(history, len(history), "no epochs recorded", frozen)
-
-
-def history_figure(history: list[EpochRecord], epochs: int, empty_text: str,
-                   unfrozen_after: int | None = None) -> Figure:
-    """Loss and accuracy per epoch, train vs val, best val epoch starred, x axis 1..epochs; for a
-    progressive run a dotted line where the backbone was unfrozen."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    x = [r.epoch for r in history]
-    for ax, title, key in ((loss_ax, "Loss", "loss"), (acc_ax, "Accuracy", "acc")):
-        ax.plot(x, [getattr(r, f"train_{key}") for r in history], "o-", color=TRAIN_COLOR, ms=4, label="train")
-        ax.plot(x, [getattr(r, f"val_{key}") for r in history], "s-", color=VAL_COLOR, ms=4, label="val")
-        ax.set_title(title, fontsize=12, loc="left", fontweight="bold")
-        ax.set_xlabel("epoch")
-        ax.set_xlim(0.5, max(epochs, 2) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.spines[["top", "right"]].set_visible(False)
-        if unfrozen_after is not None and unfrozen_after < epochs:
-            ax.axvline(unfrozen_after + 0.5, color="gray", ls=":", lw=1.2)
-            ax.text(unfrozen_after + 0.6, 0.98, "unfrozen", transform=ax.get_xaxis_transform(), va="top",
-                    fontsize=9, color="gray")
-    acc_ax.set_ylim(0, 1.02)
-    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    if history:
-        best = history[-1]
-        acc_ax.plot([best.best_epoch], [best.best_val_acc], "*", color=VAL_COLOR, ms=15, mec="black", mew=0.6,
-                    label=f"best val {best.best_val_acc:.1%} (epoch {best.best_epoch})")
-        # A diverged run logs inf/nan losses; scale the axis to the finite ones.
-        finite = [v for r in history for v in (r.train_loss, r.val_loss) if math.isfinite(v)]
-        if finite:
-            loss_ax.set_ylim(0, max(finite) * 1.1 or 1)
-        fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside upper center", ncols=3, frameon=False)
-    else:
-        for ax in (loss_ax, acc_ax):
-            ax.text(0.5, 0.5, empty_text, transform=ax.transAxes, ha="center", va="center", color="gray")
-    return fig
+    return curves_html([(None, history)], len(history), "no epochs recorded", frozen)
 
 
 def result_markdown(job: Job | None) -> str:
@@ -340,6 +415,79 @@ def pushed_markdown(url: str, repo_id: str, evaluated: bool) -> str:
     card = "metrics, confusion matrix and curves" if evaluated else "metrics and curves (its val set is not here)"
     return (f"✓ Pushed to [{repo_id}]({url}): `model.safetensors`, `config.json` and a model card with {card}. "
             f"Use it anywhere:\n\n```bash\npython -m bees_ants predict \\\n    {repo_id} photo.jpg\n```")
+
+
+# -- runs side by side ---------------------------------------------------------------------------
+
+NOT_RECORDED = "—"  # a checkpoint from before a value was kept
+# Hyperparameters with a row of their own (arch, mode) or that say nothing about the run.
+NOT_COMPARED = {"arch", "mode"}
+
+
+def run_name(number: int, meta: dict) -> str:
+    """Short enough for a legend: '#2 resnet18/fixed 11-23 20:01'."""
+    when = meta.get("created", "")[5:16].replace("T", " ")
+    return f"#{number} {meta['arch']}/{meta['mode']} {when}".strip()
+
+
+def comparison_curves(metas: list[dict]) -> str:
+    """Every run's curves on the same axes, named as in the comparison table."""
+    runs = [(run_name(i, m), history_of(m)) for i, m in enumerate(metas, 1)]
+    return curves_html(runs, max((len(h) for _, h in runs), default=1), "no epochs recorded")
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _hyper_value(key: str, value) -> str:
+    if key == "backbone_weights":  # a path: its file name says which weights
+        return "random init" if value is None else Path(str(value)).name
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison_markdown(metas: list[dict]) -> str:
+    """One column per run: what it trained (backbone, mode, data and its content hash), how
+    (the hyperparameters that differ; those that do not, below the table) and what came out
+    (best val accuracy, its epoch, wall time, device). Rows that differ between runs are in bold."""
+    if not metas:
+        return "Pick two or more of your models to compare them."
+    rows = []
+
+    def row(label: str, values: list) -> None:
+        values = [_cell(v) for v in values]
+        differs = len(metas) > 1 and len(set(values)) > 1
+        rows.append(f"| {'**' + label + '**' if differs else label} | " + " | ".join(values) + " |")
+
+    datasets = [m.get("dataset", {}) for m in metas]
+    row("backbone", [m["arch"] for m in metas])
+    row("mode", [mode_text(m["mode"], m.get("hyperparameters", {}).get("frozen_epochs", "?")) for m in metas])
+    row("data", [f"`{Path(d['root']).name}`" if d.get("root") else NOT_RECORDED for d in datasets])
+    row("images", [" · ".join(f"{s} {sum(c.values())}" for s, c in d["counts"].items()) if d.get("counts")
+                   else NOT_RECORDED for d in datasets])
+    row("classes", [", ".join(m["class_names"]) for m in metas])
+    row("data hash", [f"`{d['hash'][:12]}`" if d.get("hash") else NOT_RECORDED for d in datasets])
+    hypers = [m.get("hyperparameters", {}) for m in metas]
+    keys = sorted({k for h in hypers for k in h} - NOT_COMPARED)
+    shown = {k: [_hyper_value(k, h[k]) if k in h else NOT_RECORDED for h in hypers] for k in keys}
+    same = {k: v[0] for k, v in shown.items() if len(set(v)) == 1}
+    for key, values in shown.items():
+        if key not in same or len(metas) == 1:
+            row(key, values)
+    row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
+    row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
+                          for m in metas])
+    row("wall time", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
+                      for m in metas])
+    row("device", [m.get("device") or NOT_RECORDED for m in metas])
+    row("status", [m.get("status", "completed") for m in metas])
+    header = "| | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
+    text = "\n".join([header, "|---" * (len(metas) + 1) + "|", *rows])
+    if len(metas) == 1:
+        return text + "\n\nPick another model to compare with."
+    if same:
+        text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
+    return text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
 
 
 # -- evaluation -----------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_train_watch_reload_cancel_predict_evaluate_export(browser, served_app, 
     expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^resnet18 · fixed · val"))
     expect(page.locator("#model-card")).to_contain_text("fixed feature extractor")
     expect(page.locator("#model-card")).to_contain_text("Classes: ants, bees")
-    expect(page.locator("#model-curves img")).to_be_visible(timeout=LONG)
+    expect(page.locator("#model-curves svg circle").first).to_be_visible(timeout=LONG)
     page.locator("#eval-model input").click()
     page.get_by_role("option", name=re.compile(r"finetune.*cancelled")).click()
     expect(page.locator("#model-card")).to_contain_text("cancelled")
@@ -237,3 +237,51 @@ def test_two_visitors_each_see_only_their_own(browser, served_app, tmp_path):
     finally:
         one.close()
         two.close()
+
+
+@pytest.mark.timeout(600)
+def test_watch_the_curves_then_compare_two_runs(browser, served_app):
+    """A new visitor watches a run's curves grow, then puts it next to another run."""
+    url, _ = served_app
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, url)
+    set_up_training(page, "fixed feature extractor", 3, 0.02)
+    page.locator("#train-btn").click()
+    expect(page.locator("#status")).to_contain_text("Finished 3 epochs", timeout=LONG)
+
+    set_up_training(page, "fine-tune the whole network", 6, 0.01)
+    page.locator("#train-btn").click()
+    expect(page.locator("#status")).to_contain_text(re.compile(r"epoch [2-5] of 6 done"), timeout=LONG)
+    # every epoch done so far is a point on each curve (train, val), drawn over the run's 6 planned
+    # epochs; read in one snapshot of the page, as the next epoch may arrive at any moment
+    page.wait_for_function("""() => {
+        const done = document.querySelector('#status').innerText.match(/epoch (\\d) of 6 done/);
+        return done && document.querySelectorAll('#curves svg[aria-label=Accuracy] circle').length == 2 * done[1];
+    }""", timeout=LONG)
+    expect(page.locator("#curves svg[aria-label=Accuracy] text", has_text="6")).to_have_count(1)
+    page.screenshot(path=str(SCREENS / "train_curves.png"), full_page=True)
+    page.locator("#cancel-btn").click()
+    expect(page.locator("#status")).to_contain_text("Cancelled after", timeout=LONG)
+    ran = int(re.search(r"Cancelled after (\d) of 6", page.locator("#status").inner_text()).group(1))
+
+    page.get_by_role("tab", name="Evaluate & export").click()  # the newest model: the cancelled run
+    expect(page.locator("#model-card")).to_contain_text("cancelled")
+    expect(page.locator("#model-curves svg[aria-label=Loss] circle")).to_have_count(2 * ran)
+    page.screenshot(path=str(SCREENS / "evaluate_curves.png"), full_page=True)
+
+    page.get_by_role("tab", name="Compare").click()
+    expect(page.locator("#compare-table")).to_contain_text("Pick two or more")
+    for run in (r"fixed · val", r"finetune · val .*cancelled"):
+        page.locator("#compare-models input").click()
+        page.get_by_role("option", name=re.compile(run)).click()
+    page.locator("#visitor").click()  # closes the list
+    expect(page.get_by_role("option")).to_have_count(0)
+    table = page.locator("#compare-table")
+    expect(table).to_contain_text("fine-tune the whole network", timeout=LONG)
+    expect(table).to_contain_text("fixed feature extractor")
+    expect(table.locator("tr", has_text="data hash").locator("code")).to_have_count(2)
+    expect(table.locator("tr", has_text="status")).to_contain_text("cancelled")
+    legend = page.locator("#compare-curves .curve-legend")
+    expect(legend).to_contain_text(re.compile(r"#1 resnet18/(fixed|finetune).*#2 resnet18/(fixed|finetune)"))
+    expect(page.locator("#compare-curves svg[aria-label=Loss] polyline")).to_have_count(4)  # 2 runs x train, val
+    page.screenshot(path=str(SCREENS / "compare.png"), full_page=True)

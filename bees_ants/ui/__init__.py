@@ -1,24 +1,27 @@
 """The Gradio app: widgets wired to the catalog, the job manager and the predictor.
 
-One module per tab (train_tab, predict_tab, evaluate_tab); what they share is in common. One class per tab lays out its widgets and wires their events right under them; its methods are
-the handlers. A handler that updates several widgets returns {widget: value}: widgets it leaves
-out keep what they show. `build_app` is the table of contents: the header, the three tabs and
-the one dependency between them, the model pickers (ModelPickers), which the Predict and
+One module per tab (train_tab, predict_tab, evaluate_tab, compare_tab); what they share is in
+common. One class per tab lays out its widgets and wires their events right under them; its
+methods are the handlers. A handler that updates several widgets returns {widget: value}:
+widgets it leaves out keep what they show. `build_app` is the table of contents: the header, the
+tabs and the one dependency between them, the model pickers (ModelPickers), which the Predict and
 Evaluate tabs show and which a finished training job refreshes with its new checkpoint.
 
 Who is asking: a page registers its browser (Visitors) on load; every handler asks
 `Visitors.of(request, profile)` and passes that Visitor to the catalog and the job manager, which
 decide what it may see and touch.
 Train: the button asks the job manager for a job (queued or started, or refused with a reason);
-the page's 1 s timer alone draws the visitor's job, so a reloaded page catches up and nothing
-older can overwrite something newer. The `seen` state is the job version this page last drew,
-so ticks redraw only when something changed. API clients get /train, /follow and /status.
+the page's timer alone draws the visitor's job (every second while it is queued or running,
+slowly otherwise), so a reloaded page catches up and nothing older can overwrite something
+newer. The `seen` state is the job version this page last drew, so ticks redraw only when
+something changed. API clients get /train, /follow and /status.
 A zip upload on the Train tab becomes a new dataset folder in the visitor's own folder.
 Predict: the visitor's and the shared checkpoints, loaded once each (catalog.load_predictor);
 Explain draws where the model looked in the uploads (Grad-CAM), only when asked.
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set (plain, or with Grad-CAM heatmaps); the checkpoint, its
 .pt2 or .onnx export to download, or the model pushed to the Hugging Face Hub.
+Compare: several of the visitor's models, their curves on the same axes and a table of their runs.
 Agents: a hidden `classify` endpoint (AgentTools), the tool meant for MCP clients when the app
 runs with Gradio's MCP server (`mcp_server_enabled`).
 
@@ -37,6 +40,7 @@ from ..checkpoint import remove_stale_temp_files
 from ..jobs import JobManager
 from ..zerogpu import on_zero_gpu
 from .common import ModelPickers, Visitors
+from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
 from .tools import AgentTools
@@ -45,7 +49,16 @@ from .train_tab import TrainTab
 TITLE = "Ants vs bees · transfer learning"
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
-#thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }"""
+#thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }
+.curve-plots { display: flex; flex-wrap: wrap; gap: 8px; }
+.curve-plot { flex: 1 1 300px; min-width: 0; max-width: 560px; font-size: 13px; fill: var(--body-text-color); }
+.curve-plot .title { font-weight: 600; font-size: 14px; }
+.curve-plot .grid { stroke: var(--border-color-primary); }
+.curve-plot .unfrozen { stroke: gray; stroke-dasharray: 2 3; }
+.curve-plot .note { fill: var(--body-text-color-subdued); }
+.curve-plot .best { font-size: 18px; fill: #e8772e; stroke: var(--body-text-color); stroke-width: .6; }
+.curve-legend { display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 13px; margin: 2px 0 0 46px; }
+.curve-legend i { display: inline-block; width: 14px; height: 3px; margin: 0 6px 3px 0; vertical-align: middle; }"""
 
 
 def mcp_server_enabled(env=os.environ) -> bool:
@@ -79,6 +92,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models)
             EvaluateTab(settings, visitors, models)
+            CompareTab(settings, visitors)
         AgentTools(settings, visitors)
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).

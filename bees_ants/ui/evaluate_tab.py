@@ -42,7 +42,7 @@ class EvaluateTab:
                         push_btn = gr.Button("Push to Hub", variant="primary", elem_id="push-btn")
                     self.pushed = gr.Markdown(label="pushed", elem_id="pushed")
             with gr.Column(scale=2):
-                self.model_curves = gr.Plot(label="curves", show_label=False, visible=False, elem_id="model-curves")
+                self.model_curves = gr.HTML(label="curves", visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
                 with gr.Row():
                     self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
@@ -56,8 +56,8 @@ class EvaluateTab:
 
         evaluation = [self.summary, self.confusion, self.per_class, self.mistakes, self.mistake_heatmaps, self.evaluated]
         takeaway = [self.model_file, self.model_file_note]
-        models.evaluate.change(self.show_model, models.evaluate, [self.model_card, self.model_curves, *evaluation,
-                                                                  *takeaway], api_name="model_info")
+        shown = [self.model_card, self.model_curves, *evaluation, *takeaway]
+        models.evaluate.change(self.show_model, models.evaluate, shown, api_name="model_info")
         eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
         self.mistake_heatmaps.input(self.explain_mistakes, [self.mistake_heatmaps, self.evaluated], self.mistakes,
                                     api_name="explain_mistakes", concurrency_id="inference")
@@ -75,9 +75,9 @@ class EvaluateTab:
             meta = load_checkpoint(catalog.check_checkpoint(self.settings, visitor, model)).meta
         except UserError as e:
             card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
-            return {self.model_card: card, self.model_curves: gr.Plot(None, visible=False), **cleared}
+            return {self.model_card: card, self.model_curves: gr.HTML(visible=False), **cleared}
         return {self.model_card: views.model_markdown(meta),
-                self.model_curves: gr.Plot(views.checkpoint_figure(meta), visible=True), **cleared}
+                self.model_curves: gr.HTML(views.checkpoint_curves(meta), visible=True), **cleared}
 
     def no_evaluation(self, summary: str) -> dict:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),

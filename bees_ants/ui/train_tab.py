@@ -23,6 +23,10 @@ from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
 
 DEFAULTS = TrainConfig(data_dir="")
+# The page's timer ticks every second while the visitor has a queued or running job, and slowly
+# otherwise: an idle page costs a request every IDLE_TICK_S, yet still notices, within that, a run
+# started from another tab of the same browser.
+ACTIVE_TICK_S, IDLE_TICK_S = 1.0, 20.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,14 +181,14 @@ class TrainTab:
             with gr.Column(scale=2):
                 self.status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
                 self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
-                self.curves = gr.Plot(label="curves", show_label=False, elem_id="curves")
+                self.curves = gr.HTML(views.training_curves(None), label="curves", elem_id="curves")
                 self.table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
                                           interactive=False, max_height=300, elem_id="history")
                 self.result = gr.Markdown(label="result", elem_id="result")
                 self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
-            timer = gr.Timer(1.0)
+            self.timer = gr.Timer(ACTIVE_TICK_S)  # the first tick draws the job, then sets the pace
             api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
 
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
@@ -192,19 +196,19 @@ class TrainTab:
         self.job_view_outputs = job_view
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in]
-        # One writer of the job view per page: the timer. Its renders (a figure, ~0.2 s) must not
-        # race another handler's: Gradio applies outputs in the order handlers finish, so a stream
-        # that drew epoch 24 could be overwritten by a tick that started earlier with epoch 15.
+        # One writer of the job view per page: the timer. Its renders must not race another
+        # handler's: Gradio applies outputs in the order handlers finish, so a stream that drew
+        # epoch 24 could be overwritten by a tick that started earlier with epoch 15.
         # trigger_mode="once": a page sends no tick while its previous one is pending, so ticks
         # run one after another and each draws a snapshot taken after the previous one's, and
         # the manager's versions only grow. The Train button only starts the job (and answers
-        # with a notice); the next tick, within a second, draws it.
-        timer.tick(self.tick, self.seen, job_view, api_visibility="private", concurrency_limit=None,
-                   show_progress="hidden", trigger_mode="once")
+        # with a notice, and sets the timer to its fast pace); the next tick, within a second, draws it.
+        self.timer.tick(self.tick, self.seen, [*job_view, self.timer], api_visibility="private",
+                        concurrency_limit=None, show_progress="hidden", trigger_mode="once")
         # "multiple": a second click reaches the server while the first one is pending and gets its
         # refusal; no concurrency limit, or it would queue behind a ZeroGPU run's held request.
-        train_btn.click(self.start, settings_in, self.notice, api_visibility="private", concurrency_limit=None,
-                        trigger_mode="multiple", show_progress="hidden")
+        train_btn.click(self.start, settings_in, [self.notice, self.timer], api_visibility="private",
+                        concurrency_limit=None, trigger_mode="multiple", show_progress="hidden")
         # API clients have no timer: /train and /follow stream the job view to them. These events
         # hang off a hidden button that no page shows, so they never write to a page.
         api.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
@@ -216,7 +220,7 @@ class TrainTab:
     def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
         shown = {self.status: views.status_markdown(job), self.dataset_info: views.dataset_markdown(job),
-                 self.curves: views.training_figure(job), self.table: views.history_table(job),
+                 self.curves: views.training_curves(job), self.table: views.history_table(job),
                  self.result: views.result_markdown(job), self.grid: val_grid(job),
                  self.seen: job.version if job else 0}
         if job is not None and not job.active:
@@ -230,7 +234,7 @@ class TrainTab:
         visitor = self.visitors.of(request, profile)
         job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
                                   step_size, gamma, frozen_epochs)
-        yield {self.notice: notice}
+        yield {self.notice: notice, **({self.timer: gr.Timer(ACTIVE_TICK_S)} if job is not None else {})}
         if job is not None and self.jobs.request_bound:
             for _ in self.held(visitor, job):
                 yield {}  # nothing to draw: the timer does
@@ -288,10 +292,13 @@ class TrainTab:
             yield self.job_view(job, visitor)
 
     def tick(self, seen: int, request: gr.Request, profile: gr.OAuthProfile | None):
+        """The job view if the job changed since the page drew version `seen`, with the timer's pace
+        for what the job is now; the status line alone while it runs (the clock moved); else nothing."""
         visitor = self.visitors.of(request, profile)
         job = self.jobs.latest(visitor.key)
         if (job.version if job else 0) != seen:
-            return self.job_view(job, visitor)
+            active = job is not None and job.active
+            return {**self.job_view(job, visitor), self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
         if job is not None and job.active:  # only the clock moved: redraw just the status line
             return {self.status: views.status_markdown(job)}
         return gr.skip()
