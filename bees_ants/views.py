@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 from .data import SkippedFile, load_image
+from .draft import MAX_CLASSES, MAX_IMAGES
 from .importer import MAX_FILES, VAL_FRACTION, ImportReport
 from .jobs import Job
 from .predict import Evaluation, Prediction
@@ -251,6 +252,27 @@ def import_markdown(report: ImportReport, max_skipped: int = 10) -> str:
     text += "".join(f"\n| {c} | {report.counts['train'][c]} | {report.counts['val'][c]} |" for c in report.classes)
     text += "".join(f"\n\nNote: {note}" for note in report.notes)
     return text + skipped_markdown(report.skipped, max_skipped)
+
+
+BUILDER_HELP = (f"Name a class and **Add class**, pick it, then add its images: files, webcam snapshots or "
+                f"pasted pictures (each is checked as it arrives). **Create dataset** splits every class "
+                f"{1 - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%} into train/val (seeded) into a new dataset of your own. "
+                f"Up to {MAX_CLASSES} classes and {MAX_IMAGES:,} images; needs 2 classes of 2 images or more.")
+
+
+def draft_markdown(preview: dict[str, tuple[int, int]]) -> str:
+    """The draft's classes, their images and the train/val split that Create dataset will make."""
+    if not preview:
+        return "No classes yet: name one above and click **Add class**."
+    text = "| class | images | train | val |\n|---|---:|---:|---:|"
+    for cls, (train, val) in preview.items():
+        text += f"\n| {cls} | {train + val} | {train} | {val or '— (needs 2 images)'} |"
+    return text
+
+
+def added_markdown(cls: str, added: int, skipped: list[SkippedFile]) -> str:
+    """What became of the files just given to a class."""
+    return f"Added **{added}** image(s) to **{cls}**." + skipped_markdown(skipped, 10)
 
 
 def thumbnail_items(report: ImportReport) -> list[tuple[Image.Image, str]]:
