@@ -39,7 +39,7 @@ from .train_tab import TrainTab
 TITLE = "Ants vs bees · transfer learning"
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
-#thumbs .fixed-height, #mistakes .fixed-height { min-height: 0; }"""
+#thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }"""
 
 
 

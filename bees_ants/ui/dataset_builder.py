@@ -11,7 +11,7 @@ from ..draft import Draft
 from ..errors import UserError
 from .common import Visitors, gallery_files
 
-SHOWN_IMAGES = 8  # the selected class's newest images
+SHOWN_IMAGES = 6  # the selected class's newest images
 
 
 class DatasetBuilder:
@@ -34,7 +34,7 @@ class DatasetBuilder:
                                   label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
             self.added = gr.Markdown(elem_id="draft-added")
             self.table = gr.Markdown(views.draft_markdown({}), elem_id="draft-table")
-            self.gallery = gr.Gallery(label="Newest images of this class", columns=4, height="auto",
+            self.gallery = gr.Gallery(label="Newest images of this class", columns=3, height="auto",
                                       object_fit="cover", visible=False, elem_id="draft-gallery")
             with gr.Row():
                 self.rename_to = gr.Textbox(label="Rename this class to", max_length=40, scale=3,
@@ -98,10 +98,10 @@ class DatasetBuilder:
             return added, f"Added class **{added}**: now add its images."
         return self.changed(request, profile, change, done={self.new_name: ""})
 
-    def add_images(self, cls, files, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+    def add_images(self, cls, files, request: gr.Request, profile: gr.OAuthProfile | None):
         """Files (a list) or one snapshot (a path); both upload boxes are emptied either way."""
         if not files:
-            return {}  # a box was emptied
+            return gr.skip()  # a box was emptied
         def change(draft: Draft):
             added, skipped = draft.add_images(cls, files if isinstance(files, list) else [files])
             return cls, views.added_markdown(cls, added, skipped)
