@@ -124,3 +124,15 @@ def test_a_pasted_image_is_classified_with_the_visitors_own_model_only(built, tm
     for other in (model, "/etc/passwd"):
         with pytest.raises(AppError, match="No trained model yet|choose a model from the list"):
             stranger.predict(other, image, api_name="/classify_one")
+
+
+def test_a_file_that_is_no_image_is_refused_in_the_snapshot_and_paste_boxes(built, tmp_path):
+    client, _, run = built
+    junk = tmp_path / "notes.png"
+    junk.write_text("not an image")
+    before = call(client, "draft", "ants")["draft-table"]
+    for endpoint, args in (("draft_add_frame", ("ants",)), ("classify_one", (run[-1]["model"]["value"],))):
+        # Gradio opens these boxes' images itself, and refuses what is not one before the app sees it.
+        with pytest.raises(AppError, match="cannot identify image file"):
+            client.predict(*args, handle_file(str(junk)), api_name=f"/{endpoint}")
+    assert call(client, "draft", "ants")["draft-table"] == before

@@ -18,8 +18,8 @@ from ..errors import UserError
 from .common import ModelPickers, Visitors, predictor_for
 
 STREAM_EVERY = 0.2  # seconds between frames a page sends: 5 frames a second at most
-# Seconds of classifying one page's stream gets before it stops (the webcam's button starts it
-# again): a stream holds one of LIVE_STREAMS places while it is open.
+# Seconds a page's stream lasts (the webcam's Record button starts another): an open stream holds
+# one of LIVE_STREAMS places, even while its page sends nothing.
 TIME_LIMIT = 60
 LIVE_STREAMS = 8
 TOP_CLASSES = 3
