@@ -243,10 +243,11 @@ UPLOAD_HELP = (f"A zip of one folder per class (`ants/…`, `bees/…`: split {1
                f"Up to {MAX_FILES:,} images; other files are skipped and listed.")
 
 
-def import_markdown(report: ImportReport, max_skipped: int = 10) -> str:
-    """What an upload became: classes and images per split, how it was split, what was left out."""
+def import_markdown(report: ImportReport, max_skipped: int = 10, done: str = "Imported") -> str:
+    """What an upload (or a built draft: `done` "Created") became: classes and images per split,
+    how it was split, what was left out."""
     n_images = sum(n for per_class in report.counts.values() for n in per_class.values())
-    text = (f"**✓ Imported `{Path(report.path).name}`**: {len(report.classes)} classes, {n_images} images · "
+    text = (f"**✓ {done} `{Path(report.path).name}`**: {len(report.classes)} classes, {n_images} images · "
             f"{report.split} · {1 - report.val_fraction:.0%} train / {report.val_fraction:.0%} val. "
             "It is now selected as the dataset.\n\n| class | train | val |\n|---|---:|---:|")
     text += "".join(f"\n| {c} | {report.counts['train'][c]} | {report.counts['val'][c]} |" for c in report.classes)

@@ -73,7 +73,7 @@ def test_the_created_dataset_is_the_builders_own_and_trains(built, served_app):
     _, settings = served_app
     path = str(visitor_of(client).folder(settings.data_root) / "api_set")
     assert created["dataset"]["value"] == path
-    assert "Imported `api_set`" in created["draft-created"] and "| ants | 4 | 1 |" in created["draft-created"]
+    assert "Created `api_set`" in created["draft-created"] and "| ants | 4 | 1 |" in created["draft-created"]
     assert "Finished 3 epochs" in run[-1]["status"]
     stranger = Client(client.src, verbose=False)
     notice = call(stranger, "train", dataset=path, arch="resnet18", mode="fixed", backbone="none", epochs=1, lr=0.02,

@@ -126,5 +126,5 @@ class DatasetBuilder:
                                                                   name if isinstance(name, str) else "")
         except UserError as e:  # nothing was created
             return {self.created: f"⚠ **Not created:** {e}"}
-        return {self.created: views.import_markdown(report),
+        return {self.created: views.import_markdown(report, done="Created"),
                 self.dataset: self.dataset_picker(request, profile, report.path)}
