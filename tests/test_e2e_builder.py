@@ -64,14 +64,14 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
 
     # The third from webcam snapshots: each is added at once and the box emptied for the next.
     add_class(page, "camera")
-    for shot in range(1, 5):
+    for shot in range(1, 7):
         page.locator("#draft-frame").get_by_text("Click to Access Webcam").click(timeout=LONG)
         # The fake camera's pattern restarts with each access: let it move on, or two snapshots
         # would be the same picture (which the draft keeps once: "already in this class").
         page.wait_for_function(f"document.querySelector('#draft-frame video')?.currentTime > {0.3 * shot}")
         page.locator("#draft-frame button[aria-label='capture photo']").click(timeout=LONG)
         expect(page.locator("#draft-table")).to_contain_text(re.compile(rf"camera\s*{shot}\s*\d"), timeout=LONG)
-    expect(page.locator("#draft-gallery img")).to_have_count(4)
+    expect(page.locator("#draft-gallery img")).to_have_count(6)
 
     page.locator("#draft-name input, #draft-name textarea").first.fill("webcam set")
     page.locator("#create-btn").click()
@@ -79,9 +79,10 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
     expect(page.locator("#dataset input")).to_have_value("webcam_set · blue, camera, red")
     page.locator("#builder").screenshot(path=str(SCREENS / "dataset-builder.png"))
 
-    set_up_training(page, "fixed feature extractor", 2, 0.02)
+    # Random init (no internet for ImageNet weights): ten cheap fixed-extractor epochs separate these.
+    set_up_training(page, "fixed feature extractor", 10, 0.001)
     page.locator("#train-btn").click()
-    expect(page.locator("#status")).to_contain_text("Finished 2 epochs", timeout=LONG)
+    expect(page.locator("#status")).to_contain_text("Finished 10 epochs", timeout=LONG)
 
     # Live: the new model classifies the webcam stream, its top classes with confidences.
     page.get_by_role("tab", name="Predict").click()
@@ -89,7 +90,8 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
     page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
     page.locator("#live-camera").get_by_role("button", name="capture photo").click(timeout=LONG)  # "Record"
     label = page.locator("#live-label")
-    expect(label).to_contain_text(re.compile(r"(red|blue|camera).*\d+%", re.S), timeout=LONG)
+    # The top class comes first: the camera's pattern is what the "camera" class learned from.
+    expect(label).to_contain_text(re.compile(r"top classes\s*camera.*\d+%", re.S), timeout=LONG)
     # Paste: an image put on the clipboard, then the box's "Paste from Clipboard".
     picture = Path(class_images(tmp_path, "pasted", COLOURS["bees"], 1)[0]).read_bytes()
     page.evaluate("""async (b64) => {
@@ -97,5 +99,5 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
         await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]);
     }""", base64.b64encode(picture).decode())
     page.locator("#paste").get_by_text("Paste from Clipboard").click()
-    expect(page.locator("#paste-label")).to_contain_text(re.compile(r"(red|blue|camera).*\d+%", re.S), timeout=LONG)
+    expect(page.locator("#paste-label")).to_contain_text(re.compile(r"top classes\s*blue.*\d+%", re.S), timeout=LONG)
     page.locator("#live").screenshot(path=str(SCREENS / "live-webcam.png"))
