@@ -62,15 +62,18 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
         expect(page.locator("#draft-added")).to_contain_text(f"Added 6 image(s) to {cls}", timeout=LONG)
     expect(page.locator("#draft-table")).to_contain_text(re.compile(r"red\s*6\s*5\s*1"))
 
-    # The third from webcam snapshots: each is added at once and the box emptied for the next.
+    # The third from webcam snapshots: each is added at once and the box emptied for the next. The
+    # fake camera's pattern restarts with each access and repeats, so two snapshots can be the same
+    # picture, which the draft keeps once ("already in this class"): snap until there are six.
     add_class(page, "camera")
-    for shot in range(1, 7):
-        page.locator("#draft-frame").get_by_text("Click to Access Webcam").click(timeout=LONG)
-        # The fake camera's pattern restarts with each access: let it move on, or two snapshots
-        # would be the same picture (which the draft keeps once: "already in this class").
-        page.wait_for_function(f"document.querySelector('#draft-frame video')?.currentTime > {0.3 * shot}")
-        page.locator("#draft-frame button[aria-label='capture photo']").click(timeout=LONG)
-        expect(page.locator("#draft-table")).to_contain_text(re.compile(rf"camera\s*{shot}\s*\d"), timeout=LONG)
+    frame = page.locator("#draft-frame")
+    for shot in range(1, 16):
+        frame.get_by_text("Click to Access Webcam").click(timeout=LONG)
+        page.wait_for_function(f"document.querySelector('#draft-frame video')?.currentTime > {0.15 * shot}")
+        frame.get_by_role("button", name="capture photo").click(timeout=LONG)
+        expect(frame.get_by_text("Click to Access Webcam")).to_be_visible(timeout=LONG)  # handled: emptied
+        if page.locator("#draft-table tr", has_text="camera").locator("td").nth(1).inner_text() == "6":
+            break
     expect(page.locator("#draft-gallery img")).to_have_count(6)
 
     page.locator("#draft-name input, #draft-name textarea").first.fill("webcam set")
