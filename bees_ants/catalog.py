@@ -3,7 +3,7 @@
 This is the one place that decides who may see or use what. Shared: the tutorial's set, prepared
 folders in the data root and BEES_ANTS_DATASETS, backbone weight files, and checkpoints at the top
 of the weights folder (put there by the operator, e.g. with the CLI). Private: what a visitor
-uploaded (<data root>/visitors/<key>/) and trained (<weights dir>/visitors/<key>/) -- listed,
+uploaded or built (<data root>/visitors/<key>/) and trained (<weights dir>/visitors/<key>/) -- listed,
 shown, predicted with, evaluated, downloaded and exported for that visitor only. The app only
 uses paths from these lists: a request naming anything else, including another visitor's file,
 gets the same refusal as a name that does not exist, so a page or an API client can neither read
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_meta
 from .data import SPLITS, ensure_hymenoptera
+from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
 from .config import ARCHS, DEFAULT_ARCH
@@ -117,6 +118,12 @@ def check_choice(value, allowed, what: str) -> str:
 def upload_folder(settings: Settings, visitor: Visitor) -> Path:
     """Where the visitor's uploaded datasets go."""
     return visitor.folder(settings.data_root)
+
+
+def draft(settings: Settings, visitor: Visitor) -> Draft:
+    """The visitor's dataset in the making (draft.py). It lives in their own data folder, so only
+    they see or change it, and the dataset it becomes is theirs too (`upload_folder`)."""
+    return Draft(upload_folder(settings, visitor) / ".draft")
 
 
 # -- backbone weights ----------------------------------------------------------------------------

@@ -174,14 +174,15 @@ class Dataset:
 
 
 def load_image(path_or_file, min_side: int | None = None, interpolation: str = "bilinear") -> Image.Image:
-    """Open any common image as 8-bit RGB, upright (EXIF), shorter side == min_side if given,
-    resized with `interpolation` (a Preprocessing's: "bilinear", "bicubic").
+    """Open any common image (a path, a file object or a PIL image) as 8-bit RGB, upright (EXIF),
+    shorter side == min_side if given, resized with `interpolation` (a Preprocessing's: "bilinear", "bicubic").
 
     Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
     16-bit/float images. Raises UnreadableImage with a readable reason for anything unreadable.
     """
     try:
-        img = Image.open(path_or_file)
+        # A picture already in memory (a webcam frame) gets the same checks and conversions.
+        img = path_or_file if isinstance(path_or_file, Image.Image) else Image.open(path_or_file)
         if img.width * img.height > MAX_PIXELS:
             raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
         if min_side and img.format == "JPEG":

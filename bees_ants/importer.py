@@ -312,13 +312,14 @@ def class_files(folder: Path, source: Path, skipped: list[SkippedFile], notes: l
             notes.append(f"ignored '{sub.relative_to(source)}/': no images")
             continue
         with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes without the GIL
-            errors = list(pool.map(_decode_error, (p for p, _ in files)))
+            errors = list(pool.map(decode_problem, (p for p, _ in files)))
         skipped += [SkippedFile(str(p.relative_to(source)), e) for (p, _), e in zip(files, errors) if e]
         classes[sub.name] = [f for f, e in zip(files, errors) if not e]
     return classes
 
 
-def _decode_error(path: Path) -> str | None:
+def decode_problem(path: Path) -> str | None:
+    """Why the image at `path` cannot be used (not an image, truncated, too many pixels), or None."""
     try:
         load_image(path, CHECK_PREPROCESSING.resize_size)
     except UnreadableImage as e:
@@ -346,9 +347,14 @@ def split_classes(classes: dict[str, list], val_fraction: float, seed: int) -> d
         order = sorted(files)
         # One generator per class, seeded by its name: adding a class does not reshuffle the others.
         random.Random(f"{seed}/{cls}").shuffle(order)
-        n_val = min(len(order) - 1, max(1, int(len(order) * val_fraction + 0.5)))
+        n_val = val_count(len(order), val_fraction)
         splits["val"][cls], splits["train"][cls] = order[:n_val], order[n_val:]
     return splits
+
+
+def val_count(n: int, val_fraction: float) -> int:
+    """How many of a class's n images go to val: round(n * val_fraction), at least one, never all."""
+    return min(n - 1, max(1, int(n * val_fraction + 0.5)))
 
 
 def _subfolders(folder: Path) -> list[Path]:

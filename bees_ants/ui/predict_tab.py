@@ -8,6 +8,7 @@ from ..catalog import Settings
 from ..errors import UserError
 from ..predict import val_sample_figure
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
+from .live import LiveView
 
 EXPLAINED_LABEL = "Where the model looks (Grad-CAM): red marks the evidence for its prediction"
 
@@ -43,6 +44,7 @@ class PredictTab:
                                                 visible=False, elem_id="explained")
                     val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
                                            interactive=False, show_label=False, visible=False, elem_id="val-samples")
+            LiveView(settings, visitors, models)
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
 
         shown = [self.gallery, self.confidences, self.problems, self.results, self.probabilities]

@@ -21,6 +21,7 @@ from ..predict import val_sample_figure
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
+from .dataset_builder import DatasetBuilder
 
 DEFAULTS = TrainConfig(data_dir="")
 # The page's timer ticks every second while the visitor has a queued or running job, and slowly
@@ -134,6 +135,7 @@ class TrainTab:
                                              object_fit="cover", visible=False, elem_id="thumbs")
                 upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
                               api_name="import_dataset")
+                DatasetBuilder(settings, visitors, self.dataset, self.dataset_picker)
 
                 arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
                 backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],

@@ -1,0 +1,106 @@
+"""A new user, in a real browser (headless Chromium with its fake camera): a three-class dataset built
+from image files and webcam snapshots, hostile files refused with a reason, the dataset created,
+trained, and the webcam then classified live; a pasted image classified too.
+
+Skips when Playwright or the browser is missing. Screenshots go to $BEES_ANTS_SCREENSHOTS (default
+/tmp/screens/)."""
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import COLOURS, write_image
+from test_e2e_browser import ARGS, CHROMIUM, LONG, SCREENS, choose, expect, set_up_training, sync_api
+
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
+# Chromium's fake camera: a moving test pattern, granted without a permission prompt.
+CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *CAMERA])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera", "clipboard-read", "clipboard-write"])
+        yield context.new_page()
+        browser.close()
+
+
+def add_class(page, name):
+    page.locator("#class-name input, #class-name textarea").first.fill(name)
+    page.locator("#add-class-btn").click()
+    expect(page.locator("#draft-class")).to_contain_text(name)
+    expect(page.locator("#draft-class input:checked")).to_have_value(name)
+
+
+def class_images(tmp_path, cls, colour, n):
+    return [str(write_image(tmp_path / cls / f"photo {i}.png", colour, seed=i)) for i in range(n)]
+
+
+@pytest.mark.timeout(600)
+def test_build_train_and_predict_live(page, served_app, tmp_path):
+    url, _ = served_app
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#train-btn", timeout=LONG)
+    page.locator("#builder").get_by_text("Build a dataset").click()
+    expect(page.locator("#draft-table")).to_contain_text("No classes yet")
+
+    # Two classes from files; a hostile name and hostile files get their reasons, the rest is kept.
+    page.locator("#class-name input, #class-name textarea").first.fill("../etc")
+    page.locator("#add-class-btn").click()
+    expect(page.locator("#draft-added")).to_contain_text("a class name has 1-40 letters")
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not an image")
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"no png inside")
+    for cls, colour in (("red", COLOURS["ants"]), ("blue", COLOURS["bees"])):
+        add_class(page, cls)
+        files = class_images(tmp_path, cls, colour, 6) + ([str(junk), str(fake)] if cls == "red" else [])
+        page.locator("#draft-files input[type=file]").set_input_files(files)
+        expect(page.locator("#draft-added")).to_contain_text(f"Added 6 image(s) to {cls}", timeout=LONG)
+    expect(page.locator("#draft-table")).to_contain_text(re.compile(r"red\s*6\s*5\s*1"))
+
+    # The third from webcam snapshots: each is added at once and the box emptied for the next. The
+    # fake camera's pattern restarts with each access and repeats, so two snapshots can be the same
+    # picture, which the draft keeps once ("already in this class"): snap until there are six.
+    add_class(page, "camera")
+    frame = page.locator("#draft-frame")
+    for shot in range(1, 16):
+        frame.get_by_text("Click to Access Webcam").click(timeout=LONG)
+        page.wait_for_function(f"document.querySelector('#draft-frame video')?.currentTime > {0.15 * shot}")
+        frame.get_by_role("button", name="capture photo").click(timeout=LONG)
+        expect(frame.get_by_text("Click to Access Webcam")).to_be_visible(timeout=LONG)  # handled: emptied
+        if page.locator("#draft-table tr", has_text="camera").locator("td").nth(1).inner_text() == "6":
+            break
+    expect(page.locator("#draft-gallery img")).to_have_count(6)
+
+    page.locator("#draft-name input, #draft-name textarea").first.fill("webcam set")
+    page.locator("#create-btn").click()
+    expect(page.locator("#draft-created")).to_contain_text("webcam_set", timeout=LONG)
+    expect(page.locator("#dataset input")).to_have_value("webcam_set · blue, camera, red")
+    page.locator("#builder").screenshot(path=str(SCREENS / "dataset-builder.png"))
+
+    # Random init (no internet for ImageNet weights): ten cheap fixed-extractor epochs separate these.
+    set_up_training(page, "fixed feature extractor", 10, 0.001)
+    page.locator("#train-btn").click()
+    expect(page.locator("#status")).to_contain_text("Finished 10 epochs", timeout=LONG)
+
+    # Live: the new model classifies the webcam stream, its top classes with confidences.
+    page.get_by_role("tab", name="Predict").click()
+    expect(page.locator("#model input")).to_have_value(re.compile(r"^resnet18 · fixed"))
+    page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
+    page.locator("#live-camera").get_by_role("button", name="capture photo").click(timeout=LONG)  # "Record"
+    label = page.locator("#live-label")
+    # The top class comes first: the camera's pattern is what the "camera" class learned from.
+    expect(label).to_contain_text(re.compile(r"top classes\s*camera.*\d+%", re.S), timeout=LONG)
+    # Paste: an image put on the clipboard, then the box's "Paste from Clipboard".
+    picture = Path(class_images(tmp_path, "pasted", COLOURS["bees"], 1)[0]).read_bytes()
+    page.evaluate("""async (b64) => {
+        const blob = await (await fetch('data:image/png;base64,' + b64)).blob();
+        await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]);
+    }""", base64.b64encode(picture).decode())
+    page.locator("#paste").get_by_text("Paste from Clipboard").click()
+    expect(page.locator("#paste-label")).to_contain_text(re.compile(r"top classes\s*blue.*\d+%", re.S), timeout=LONG)
+    page.locator("#live").screenshot(path=str(SCREENS / "live-webcam.png"))
