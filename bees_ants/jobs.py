@@ -177,7 +177,8 @@ def training_events(config: TrainConfig, cancel_path: str, time_limit: float | N
     def train() -> str:
         # The dataset, model, optimiser and cached features live in this frame and the run only,
         # so they are garbage once it returns.
-        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress)
+        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
+                               memory_budget_mb=config.memory_budget_mb)
         events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped)))
         run = TrainingRun(config, dataset, cancel=CancelFlag(cancel_path), on_progress=progress)
         for record in run:
