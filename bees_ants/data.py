@@ -427,8 +427,9 @@ def _each(fn, items: list, threads: int, stage: str, on_progress) -> list:
     return out
 
 
-def _size_text(n: int) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+def _size_text(n: float) -> str:
+    value, unit = (n / 2**30, "GB") if n >= 2**30 else (n / 2**20, "MB")
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
 
 
 def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,
