@@ -45,8 +45,8 @@ MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centr
 # Decoding threads: a few keep the model fed; one per core on a big machine only multiplies the
 # full-size images held at once.
 DECODE_THREADS = min(os.cpu_count() or 2, 4)
-# Streaming: decoded bytes per pixel (uint8 RGB), and how much wider than square a typical photo is
-# (4:3 and 3:2 are the common cameras), for the first estimate from the file count alone.
+# Decode once or stream: decoded bytes per pixel (uint8 RGB), and how much wider than square a
+# typical photo is (4:3 and 3:2 are the common cameras), for a first estimate from the file count.
 BYTES_PER_PIXEL = 3
 ASPECT_ALLOWANCE = 1.4
 # Full-size pixels being decoded at once, process-wide (~3 bytes each, plus a converted copy):
@@ -178,11 +178,7 @@ class Dataset:
     classes: list[str]
     splits: dict[str, Split]
     skipped: list[SkippedFile] = field(default_factory=list)
-    storage: str = ""  # how the images are held and why, e.g. "decoded once in memory: 62 MB (budget 2.0 GB)"
-
-    @property
-    def streamed(self) -> bool:
-        return any(split.streamed_as is not None for split in self.splits.values())
+    storage: str = ""  # how the images are held and why, e.g. "decoded once in memory: 62 MB (budget 2 GB)"
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split, e.g. {'train': {'ants': 123, 'bees': 121}, ...}."""

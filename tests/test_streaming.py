@@ -7,24 +7,30 @@ import torch
 
 from bees_ants.cli import main
 from bees_ants.data import eval_batches, load_dataset, train_batches
+from bees_ants.jobs import JobManager
 from bees_ants.models import preprocessing_for
 from bees_ants.predict import Predictor
 from bees_ants.train import TrainingRun
-from conftest import COLOURS, make_dataset, small_config, write_image
+from bees_ants.views import dataset_markdown
+from conftest import COLOURS, small_config, write_image
 
 PREP = preprocessing_for("resnet18")  # resize 256: a 64x48 image decodes to 256x341x3 bytes
 TINY_MB = 1  # far below the 24 tiny images' ~6 MB decoded
 
 
+def is_streamed(ds) -> bool:
+    return all(split.images is None for split in ds.splits.values())
+
+
 def streamed(root, **kw):
     ds = load_dataset(root, PREP, memory_budget_mb=TINY_MB, **kw)
-    assert ds.streamed
+    assert is_streamed(ds)
     return ds
 
 
 def test_both_paths_give_the_same_classes_labels_paths_and_pixels(tiny_dataset):
     kept, stream = load_dataset(tiny_dataset, PREP, memory_budget_mb=10_000), streamed(tiny_dataset)
-    assert not kept.streamed and kept.storage.startswith("decoded once in memory: 5.99 MB (budget")
+    assert not is_streamed(kept) and kept.storage.startswith("decoded once in memory: 5.99 MB (budget")
     assert stream.storage == "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget"
     assert stream.storage in stream.summary()
     assert stream.classes == kept.classes and stream.counts() == kept.counts() and stream.skipped == []
@@ -58,13 +64,13 @@ def test_the_budget_decides(tmp_path, monkeypatch):
         for cls in ("ants", "bees"):
             for i in range(n):
                 write_image(root / split / cls / f"{i}.png", COLOURS[cls], size=(48, 48), seed=i)
-    assert not load_dataset(root, PREP, memory_budget_mb=7).streamed     # fits at first sight
+    assert not is_streamed(load_dataset(root, PREP, memory_budget_mb=7))  # fits at first sight
     calls = []
     fits = load_dataset(root, PREP, memory_budget_mb=5, on_progress=lambda *a: calls.append(a[0]))
-    assert not fits.streamed and calls == ["checking images"] * 24 + ["decoding images"] * 24  # the headers say it fits
+    assert not is_streamed(fits) and calls == ["checking images"] * 24 + ["decoding images"] * 24  # the headers say it fits
     assert streamed(root).storage == "streaming from disk: 4.5 MB decoded would exceed the 1 MB budget"
     monkeypatch.setenv("BEES_ANTS_MEMORY_BUDGET_MB", "4")  # the setting, when no budget is passed
-    assert load_dataset(root, PREP).streamed
+    assert is_streamed(load_dataset(root, PREP))
 
 
 def test_unreadable_files_are_skipped_with_their_reason(tiny_dataset):
@@ -91,7 +97,7 @@ def test_a_model_learns_on_the_streaming_path(tiny_dataset, tmp_path, mode):
                           **({"lr": 0.01} if mode == "finetune" else {}))
     run = TrainingRun(config)
     records = list(run)
-    assert run.dataset.streamed and run.status == "completed"
+    assert is_streamed(run.dataset) and run.status == "completed"
     assert max(r.val_acc for r in records) >= 0.875  # chance is 0.5
 
 
@@ -125,3 +131,12 @@ def test_cli_budget_option_streams(tiny_dataset, tmp_path, capsys):
     assert main(["train", "--data-dir", str(tiny_dataset), "--mode", "fixed", "--epochs", "1", "--batch-size", "4",
                  "--backbone-weights", "none", "--out-dir", str(tmp_path / "w"), "--memory-budget-mb", "1"]) == 0
     assert "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget" in capsys.readouterr().out
+
+
+def test_a_job_says_how_its_images_are_held(tiny_dataset, tmp_path):
+    manager = JobManager(state_dir=tmp_path / "jobs")
+    manager.submit("alice-key", small_config(tiny_dataset, tmp_path, epochs=1, memory_budget_mb=TINY_MB))
+    final = list(manager.follow("alice-key"))[-1]
+    assert final.status == "completed"
+    assert final.storage == "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget"
+    assert final.storage in dataset_markdown(final)
