@@ -235,8 +235,8 @@ def markdown(res: dict) -> str:
         f"holds **{c['images_at_default_budget']:,} images** decoded; larger sets stream.",
         f"- the model's side, for scale: {fwd['arch']} forward {fwd['img_s']} img/s (batch {fwd['batch']}; a "
         "training step costs several times a forward) against streaming's "
-        f"{round(stream['images'] / stream['epoch_s'])} img/s of data: on a GPU the workers' decoding "
-        "overlaps the model; on this CPU they share the same cores.",
+        f"{round(stream['images'] / stream['epoch_s'])} img/s of data. With a GPU running the model the "
+        "workers decode alongside it (not measured here); on this CPU they share the same cores.",
         "- peak RSS is the measuring process's `ru_maxrss`; the last column adds its DataLoader workers' "
         "private memory (/proc smaps_rollup, sampled every 0.5 s), so pages a forked worker shares with "
         "its parent count once.", ""])

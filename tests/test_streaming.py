@@ -140,3 +140,4 @@ def test_a_job_says_how_its_images_are_held(tiny_dataset, tmp_path):
     assert final.status == "completed"
     assert final.storage == "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget"
     assert final.storage in dataset_markdown(final)
+
