@@ -1,6 +1,6 @@
 """Benchmark: datasets larger than memory, decode-once vs streaming from disk.
 
-    python -m bench.memory                   # 20,000 generated JPEGs under /tmp (kept for re-runs), ~10 min on 2 cores
+    python -m bench.memory                   # 20,000 generated JPEGs under /tmp (kept for re-runs)
     python -m bench.memory --images 2000     # a quick look
 
 Generates a deterministic image set (seeded: varied sizes and aspect ratios, JPEG, two classes,
@@ -10,14 +10,17 @@ subprocess, one after the other:
 - streaming (`load_dataset` with a 1 MB budget): headers read at load, every pass decodes in
   DataLoader workers.
 For each: load time, s/epoch, peak RSS (`ru_maxrss` of the process, and the process plus its
-DataLoader workers' private memory, sampled). An epoch is what a training run's data path does per epoch, without the model: every train
-image augmented (RandomResizedCrop + flip, batch 32, shuffled) and every val image centre-cropped,
-each batch normalised to float as the loop does before the model. The model's own rate is measured
+DataLoader workers' private memory, sampled). An epoch is what a training run's data path does per
+epoch, without the model: every train image augmented (RandomResizedCrop + flip, batch 32,
+shuffled) and every val image centre-cropped, each batch normalised to float as the loop does
+before the model; the first --timed-images of it are timed and s/epoch extrapolated. The model's own rate is measured
 apart (MobileNetV2 forward, random init, batch 16, on decoded crops), to compare per-image costs.
 The crossover: the epochs after which streaming's per-epoch decoding has cost more than decoding
 once, and the dataset size at which the decoded images exceed the default budget on this machine.
 
 Writes bench/results/memory.json and rewrites bench/results/RESULTS.md (bench.run.write_results_md).
+On a busy 2-core machine: ~15 min the first time (generating the set took 4.5 of them), ~9 min
+with the set already there and --timed-images 3000; the decoded set needs ~6.5 GB of RAM.
 """
 from __future__ import annotations
 
