@@ -156,7 +156,8 @@ def cmd_train(args) -> int:
     if mode_note:
         print(f"mode {config.mode}: {mode_note}", flush=True)
     print(f"device {describe_device(device)}", flush=True)
-    dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress)
+    dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
+                           memory_budget_mb=config.memory_budget_mb)
     progress.end()
     print(dataset.summary(), flush=True)
     run = TrainingRun(config, dataset, on_progress=progress)
@@ -377,6 +378,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument("--frozen-epochs", type=int, dest="frozen_epochs",
                    help=f"progressive mode: head-only epochs before unfreezing (default {d.frozen_epochs})")
     t.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
+                   help="RAM for decoded images; a larger set streams from disk each epoch "
+                        "(default BEES_ANTS_MEMORY_BUDGET_MB, else half the available memory)")
     t.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--out-dir", dest="out_dir", help=f"where checkpoints go (default {weights_dir}/; "
                    "BEES_ANTS_WEIGHTS_DIR sets it)")

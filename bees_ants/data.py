@@ -1,13 +1,20 @@
 """Image folders in, decoded tensors out.
 
 A dataset is `root/{train,val}/<class>/<image>` (torchvision's ImageFolder layout). `load_dataset`
-scans it, refuses layouts that cannot train (with a message naming the problem), decodes every
-image exactly once (in parallel threads, which PIL allows since it releases the GIL), and keeps
-each as a uint8 tensor resized so its shorter side is the eval resize size. Epochs then only crop,
-flip and normalise tensors: nothing is read from disk or decoded twice in a run.
+scans it, refuses layouts that cannot train (with a message naming the problem), and then holds
+its images one of two ways, decided per dataset against a memory budget:
+- decoded once: when the decoded images fit, every image is decoded exactly once (in parallel
+  threads, which PIL allows since it releases the GIL) and kept as a uint8 tensor resized so its
+  shorter side is the eval resize size. Epochs then only crop, flip and normalise tensors.
+- streamed: when they would not fit, only the image headers are read up front (sizes, and files
+  that are no image at all); every pass then reads, decodes, resizes and augments its batches in
+  torch DataLoader worker processes, so memory stays flat however large the set.
+`train_batches` and `eval_batches` serve both, so the training loop and the predictor never know.
 """
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import threading
 import zipfile
@@ -38,6 +45,10 @@ MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centr
 # Decoding threads: a few keep the model fed; one per core on a big machine only multiplies the
 # full-size images held at once.
 DECODE_THREADS = min(os.cpu_count() or 2, 4)
+# Decode once or stream: decoded bytes per pixel (uint8 RGB), and how much wider than square a
+# typical photo is (4:3 and 3:2 are the common cameras), for a first estimate from the file count.
+BYTES_PER_PIXEL = 3
+ASPECT_ALLOWANCE = 1.4
 # Full-size pixels being decoded at once, process-wide (~3 bytes each, plus a converted copy):
 # two of the largest images, ~400 MB; an image alone may always go ahead, however large.
 DECODE_PIXEL_BUDGET = 2 * MAX_PIXELS
@@ -138,12 +149,27 @@ class SkippedFile:
 
 @dataclass
 class Split:
-    images: list[torch.Tensor]  # uint8 CHW, shorter side == preprocessing.resize_size
-    labels: torch.Tensor        # int64
+    """One split's images with their labels and paths, held one of two ways (see the module doc)."""
+    images: list[torch.Tensor] | None  # uint8 CHW, shorter side == resize_size; None: streamed
+    labels: torch.Tensor               # int64
     paths: list[str]
+    streamed_as: Preprocessing | None = None  # streamed: how each pass decodes the files
+    # Streamed files that fail to decode in a pass are dropped from the split after it and listed
+    # here, with their reason; `load_dataset` makes this the dataset's own `skipped` list.
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.paths)
+
+    def subset(self, indices: list[int]) -> "Split":
+        images = None if self.images is None else [self.images[i] for i in indices]
+        return Split(images, self.labels[indices], [self.paths[i] for i in indices], self.streamed_as, self.skipped)
+
+    def drop(self, failed: dict[int, str]) -> None:
+        """Forget the files that could not be decoded in a pass (index -> reason)."""
+        self.skipped += [SkippedFile(self.paths[i], reason) for i, reason in sorted(failed.items())]
+        keep = [i for i in range(len(self)) if i not in failed]
+        self.labels, self.paths = self.labels[keep], [self.paths[i] for i in keep]
 
 
 @dataclass
@@ -152,6 +178,7 @@ class Dataset:
     classes: list[str]
     splits: dict[str, Split]
     skipped: list[SkippedFile] = field(default_factory=list)
+    storage: str = ""  # how the images are held and why, e.g. "decoded once in memory: 62 MB (budget 2 GB)"
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split, e.g. {'train': {'ants': 123, 'bees': 121}, ...}."""
@@ -167,6 +194,8 @@ class Dataset:
             total = sum(per_class.values())
             parts = ", ".join(f"{c} {n}" for c, n in per_class.items())
             lines.append(f"  {name}: {total} images ({parts})")
+        if self.storage:
+            lines.append(f"  {self.storage}")
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} file(s):")
             lines += [f"    {s.path}: {s.reason}" for s in self.skipped]
@@ -180,20 +209,30 @@ def load_image(path_or_file, min_side: int | None = None, interpolation: str = "
     Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
     16-bit/float images. Raises UnreadableImage with a readable reason for anything unreadable.
     """
+    img = open_image(path_or_file)
     try:
-        # A picture already in memory (a webcam frame) gets the same checks and conversions.
-        img = path_or_file if isinstance(path_or_file, Image.Image) else Image.open(path_or_file)
-        if img.width * img.height > MAX_PIXELS:
-            raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
         if min_side and img.format == "JPEG":
             # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
             img.draft("RGB", (min_side, min_side))
-    except UnreadableImage:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
+        img.close()
         raise UnreadableImage(_describe_decode_error(e)) from None
     with decode_budget.hold(img.width * img.height):  # full-size pixels live only inside
         return _decode_and_resize(img, min_side, interpolation)
+
+
+def open_image(path_or_file) -> Image.Image:
+    """Open an image and read its header (format, size) without decoding any pixel; raises
+    UnreadableImage for what is no image at all or too large to decode. A picture already in
+    memory (a webcam frame) gets the same checks."""
+    try:
+        img = path_or_file if isinstance(path_or_file, Image.Image) else Image.open(path_or_file)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(_describe_decode_error(e)) from None
+    if img.width * img.height > MAX_PIXELS:
+        img.close()
+        raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
+    return img
 
 
 def _decode_and_resize(opened: Image.Image, min_side: int | None, interpolation: str) -> Image.Image:
@@ -274,15 +313,73 @@ def augment_batch(images: list[torch.Tensor], preprocessing: Preprocessing) -> t
 def train_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = True):
     """(augmented uint8 images, labels) batches of `split`, in a fresh random order if `shuffle`."""
     order = torch.randperm(len(split)) if shuffle else torch.arange(len(split))
-    for s in batch_slices(len(split), batch_size):
-        idx = order[s]
+    batches = [order[s] for s in batch_slices(len(split), batch_size)]
+    if split.images is None:
+        yield from _streamed(split, batches, functools.partial(augment_batch, preprocessing=preprocessing))
+        return
+    for idx in batches:
         yield augment_batch([split.images[i] for i in idx], preprocessing), split.labels[idx]
 
 
 def eval_batches(split: Split, crop_size: int, batch_size: int):
     """(centre-cropped uint8 images, labels) batches of `split`, in order."""
+    if split.images is None:
+        batches = [torch.arange(len(split))[s] for s in batch_slices(len(split), batch_size)]
+        yield from _streamed(split, batches, functools.partial(center_crop_batch, crop_size=crop_size))
+        return
     for s in batch_slices(len(split), batch_size):
         yield center_crop_batch(split.images[s], crop_size), split.labels[s]
+
+
+class _StreamedBatches(torch.utils.data.Dataset):
+    """What a DataLoader worker does for a streamed split: item = a batch of indices, value =
+    (uint8 batch, labels of the images that decoded, {index: reason} for those that did not)."""
+
+    def __init__(self, split: Split, make_batch: Callable[[list[torch.Tensor]], torch.Tensor]):
+        self.paths, self.labels, self.prep, self.make_batch = split.paths, split.labels, split.streamed_as, make_batch
+
+    def __getitem__(self, indices: list[int]):
+        images, kept, failed = [], [], {}
+        for i in indices:
+            try:
+                images.append(image_to_tensor(load_image(self.paths[i], self.prep.resize_size, self.prep.interpolation)))
+                kept.append(i)
+            except UnreadableImage as e:  # changed or broken since the scan: skipped, not a crash
+                failed[i] = str(e)
+        crop = self.prep.crop_size
+        batch = self.make_batch(images) if images else torch.empty(0, 3, crop, crop, dtype=torch.uint8)
+        return batch, self.labels[kept], failed
+
+
+def _fresh_worker(worker_id: int) -> None:
+    # A forked worker inherits the parent's decode budget, possibly mid-update by another thread;
+    # it decodes one image at a time, so it gets a budget of its own.
+    global decode_budget
+    decode_budget = PixelBudget(DECODE_PIXEL_BUDGET)
+
+
+def _streamed(split: Split, batches: list[torch.Tensor], make_batch):
+    """Yield `batches` of a streamed split, decoded by DataLoader workers (DECODE_THREADS of them,
+    at most 2 batches each ahead of the loop); afterwards drop the files that failed."""
+    # A daemonic process (ZeroGPU's GPU worker) may not start processes: it decodes in-process.
+    workers = 0 if multiprocessing.current_process().daemon else min(DECODE_THREADS, len(batches))
+    # Augmentation draws from each worker's torch generator, which the DataLoader seeds from the
+    # global one: a seeded run reproduces (the order is drawn by the caller, as for decoded splits).
+    # Indices travel as lists: index tensors sent to the workers are moved to shared memory by the
+    # queue's feeder thread, which grew this process by ~9 MB per batch (measured, glibc arenas).
+    loader = torch.utils.data.DataLoader(_StreamedBatches(split, make_batch), batch_size=None,
+                                         sampler=[b.tolist() for b in batches],
+                                         num_workers=workers, worker_init_fn=_fresh_worker,
+                                         pin_memory=torch.cuda.is_available())
+    failed = {}
+    try:
+        for x, y, lost in loader:
+            failed.update(lost)
+            if len(y):
+                yield x, y
+    finally:
+        if failed:
+            split.drop(failed)
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list[SkippedFile]]:
@@ -308,12 +405,42 @@ def _decode(path: Path, preprocessing: Preprocessing):
     return image_to_tensor(img), None
 
 
+def _decoded_size(path: Path, resize_size: int):
+    """(bytes the image takes decoded at `resize_size`, None) from its header alone, or (None, reason)."""
+    try:
+        with open_image(path) as img:
+            short, long = sorted(img.size)
+    except UnreadableImage as e:
+        return None, str(e)
+    aspect = min(long / max(short, 1), MAX_ASPECT)  # load_image crops wider ones
+    return resize_size * round(resize_size * aspect) * BYTES_PER_PIXEL, None
+
+
+def _each(fn, items: list, threads: int, stage: str, on_progress) -> list:
+    """fn(item) for every item in `threads` threads, in order, reporting `stage` progress."""
+    out = []
+    with ThreadPoolExecutor(threads) as pool:
+        for result in pool.map(fn, items):
+            out.append(result)
+            if on_progress:
+                on_progress(stage, len(out), len(items))
+    return out
+
+
+def _size_text(n: float) -> str:
+    value, unit = (n / 2**30, "GB") if n >= 2**30 else (n / 2**20, "MB")
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
 def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads: int | None = None,
                  decode: tuple[str, ...] = SPLITS,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> Dataset:
-    """Scan, validate and decode a train/val image folder. Raises DatasetError on a bad layout.
-    Both splits are always checked; only those in `decode` are decoded (evaluation needs one).
-    `on_progress("decoding images", done, total)` is called as images decode."""
+                 on_progress: Callable[[str, int, int], None] | None = None,
+                 memory_budget_mb: int | None = None) -> Dataset:
+    """Scan, validate and load a train/val image folder. Raises DatasetError on a bad layout.
+    Both splits are always checked; only those in `decode` are loaded (evaluation needs one).
+    Their images are decoded once and kept if they fit the memory budget (`memory_budget_bytes`),
+    else streamed from disk in every pass (see the module doc). `on_progress(stage, done, total)`
+    is called per image: "decoding images", or for a set that may not fit, "checking images" (headers)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder '{root}' does not exist")
@@ -333,28 +460,42 @@ def load_dataset(root: str | os.PathLike, preprocessing: Preprocessing, threads:
                            f"only in val {only_val}")
     skipped = [s for split in SPLITS for s in listed[split][2]]
     jobs = [(split, i, p) for split in decode for i, cls in enumerate(classes) for p in listed[split][1][cls]]
-    decoded = []
-    with ThreadPoolExecutor(threads or DECODE_THREADS) as pool:
-        for result in pool.map(lambda j: _decode(j[2], preprocessing), jobs):
-            decoded.append(result)
-            if on_progress:
-                on_progress("decoding images", len(decoded), len(jobs))
-    splits = {s: Split([], torch.empty(0, dtype=torch.long), []) for s in SPLITS}
-    labels = {s: [] for s in SPLITS}
-    for (split, label, path), (tensor, error) in zip(jobs, decoded):
+    threads = threads or DECODE_THREADS
+    budget = memory_budget_bytes(memory_budget_mb)
+    size = preprocessing.resize_size
+    decoded_bytes = len(jobs) * size * size * BYTES_PER_PIXEL * ASPECT_ALLOWANCE
+    if decoded_bytes > budget:
+        # Perhaps too large: the headers give each image's decoded size (and find the files that
+        # are no image) without decoding a pixel.
+        sizes = _each(lambda j: _decoded_size(j[2], size), jobs, threads, "checking images", on_progress)
+        skipped += [SkippedFile(str(p), error) for (_, _, p), (_, error) in zip(jobs, sizes) if error]
+        jobs = [j for j, (_, error) in zip(jobs, sizes) if not error]
+        decoded_bytes = sum(n for n, _ in sizes if n)
+    stream = decoded_bytes > budget
+    if stream:
+        loaded = [(None, None)] * len(jobs)
+        storage = (f"streaming from disk: {_size_text(decoded_bytes)} decoded would exceed the "
+                   f"{_size_text(budget)} budget")
+    else:
+        loaded = _each(lambda j: _decode(j[2], preprocessing), jobs, threads, "decoding images", on_progress)
+        storage = (f"decoded once in memory: {_size_text(sum(t.nbytes for t, _ in loaded if t is not None))} "
+                   f"(budget {_size_text(budget)})")
+    images, paths, labels = ({s: [] for s in SPLITS} for _ in range(3))
+    for (split, label, path), (tensor, error) in zip(jobs, loaded):
         if error:
             skipped.append(SkippedFile(str(path), error))
             continue
-        splits[split].images.append(tensor)
-        splits[split].paths.append(str(path))
+        images[split].append(tensor)
+        paths[split].append(str(path))
         labels[split].append(label)
     for s in decode:
-        splits[s].labels = torch.tensor(labels[s], dtype=torch.long)
         empty = [c for i, c in enumerate(classes) if i not in set(labels[s])]
         if empty:
             raise DatasetError(f"class '{empty[0]}' has no readable image in '{root / s}'"
                                + _skip_hint(skipped, root / s / empty[0]))
-    return Dataset(str(root), classes, splits, skipped)
+    splits = {s: Split(None if stream else images[s], torch.tensor(labels[s], dtype=torch.long), paths[s],
+                       preprocessing if stream else None, skipped) for s in SPLITS}
+    return Dataset(str(root), classes, splits, skipped, storage)
 
 
 def _skip_hint(skipped: list[SkippedFile], folder: Path) -> str:

@@ -92,6 +92,7 @@ class Job:
     classes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
+    storage: str = ""  # how the run holds its images, and why (Dataset.storage)
     history: list[EpochRecord] = field(default_factory=list)
     progress: tuple[str, int, int] | None = None  # (stage, done, total) inside a long step
     checkpoint_path: str | None = None  # set once a best-so-far checkpoint is on disk
@@ -162,7 +163,7 @@ def release_memory() -> None:
 
 @gpu_task(duration=training_duration)
 def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
-    """Scan, then train, yielding ("scanned", classes, counts, skipped), ("progress", stage,
+    """Scan, then train, yielding ("scanned", classes, counts, skipped, storage), ("progress", stage,
     done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
     seconds pass first (the run then stops as if cancelled), and last ("end", status) -- or
     ("failed", reason) for a problem the user can fix (a bad dataset, weights that do not fit). Takes only
@@ -177,8 +178,9 @@ def training_events(config: TrainConfig, cancel_path: str, time_limit: float | N
     def train() -> str:
         # The dataset, model, optimiser and cached features live in this frame and the run only,
         # so they are garbage once it returns.
-        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress)
-        events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped)))
+        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
+                               memory_budget_mb=config.memory_budget_mb)
+        events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped), dataset.storage))
         run = TrainingRun(config, dataset, cancel=CancelFlag(cancel_path), on_progress=progress)
         for record in run:
             events.put(("epoch", record, run.checkpoint_path))
@@ -446,8 +448,8 @@ class JobManager:
         for event in training_events(job.config, str(self._cancel_path(job)), time_limit):
             kind = event[0]
             if kind == "scanned":
-                _, classes, counts, skipped = event
-                self._update(job, status="running", classes=classes, counts=counts, skipped=skipped)
+                _, classes, counts, skipped, storage = event
+                self._update(job, status="running", classes=classes, counts=counts, skipped=skipped, storage=storage)
             elif kind == "progress":
                 _, stage, done, total = event
                 # Every open page redraws on a change: a few progress updates a second at most.

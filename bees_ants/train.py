@@ -68,7 +68,7 @@ def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
     if pad:
         per_rank = math.ceil(len(split) / world)
         idx += list(range(per_rank - len(idx)))
-    return Split([split.images[i] for i in idx], split.labels[idx], [split.paths[i] for i in idx])
+    return split.subset(idx)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ class TrainingRun:
         torch.manual_seed(cfg.seed + self.rank)  # DDP copies rank 0's initial weights to the others
         self.preprocessing = preprocessing_for(cfg.arch)
         if self.dataset is None:
-            self.dataset = load_dataset(cfg.data_dir, self.preprocessing, on_progress=self.on_progress)
+            self.dataset = load_dataset(cfg.data_dir, self.preprocessing, on_progress=self.on_progress,
+                                        memory_budget_mb=cfg.memory_budget_mb)
         splits = self.dataset.splits
         self.train_split = shard(splits["train"], self.rank, self.world, pad=True) if self.world > 1 else splits["train"]
         self.val_split = shard(splits["val"], self.rank, self.world, pad=False) if self.world > 1 else splits["val"]

@@ -114,6 +114,8 @@ def dataset_markdown(job: Job | None, max_skipped: int = 5) -> str:
         parts = ", ".join(f"{c} {n}" for c, n in per_class.items())
         splits.append(f"{split} **{sum(per_class.values())}** images ({parts})")
     text = f"**Dataset** `{Path(job.config.data_dir).name}`: " + " · ".join(splits)
+    if job.storage:  # decoded once, or streamed from disk: why a run is slower or lighter than expected
+        text += f" · {job.storage}"
     return text + skipped_markdown(job.skipped, max_skipped, name=lambda s: Path(s.path).name)
 
 
