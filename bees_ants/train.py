@@ -1,19 +1,25 @@
 """The one training loop: `TrainingRun` is iterated for one `EpochRecord` per epoch.
 
 The CLI prints the records, the app's job thread stores them, the benchmark times them. Modes:
-- `finetune`: every parameter trains (the tutorial's first half);
-- `fixed`: the backbone is frozen *and in eval mode*; only the new head trains. Since the backbone
-  never changes, its features are computed once per image view and reused: val features once,
-  train features for `feature_views` augmented views, cycled through the epochs. With
-  `feature_views == epochs` every epoch sees fresh augmentation, exactly like the tutorial.
+- `finetune`: every parameter trains (the tutorial's first half), or with `train_blocks` k only
+  the last k blocks (models.blocks) and the head;
+- `fixed`: the backbone is frozen *and in eval mode*; only the new head trains;
 - `progressive`: `fixed` for the first `frozen_epochs` epochs (the new head learns on cheap cached
-  features), then everything unfreezes and fine-tunes, so the backbone never receives gradients
-  from a random head.
-What trains when is one named policy, `UnfreezeSchedule`, built from the mode; both kinds of epoch
-fit their batches with the same `_fit_batch`.
+  features), then fine-tunes as `finetune` does, so the backbone never receives gradients from a
+  random head.
+What trains when is one named policy, `UnfreezeSchedule`: an epoch trains everything after a cut.
+Whatever lies before the cut is frozen and in eval mode, hence a fixed function of its input, so
+its output is computed once per image view and reused: val once, train for `feature_views`
+augmented views cycled through the epochs (`feature_views == epochs` gives fresh augmentation every
+epoch, like the tutorial), as many as the memory budget holds (`CachePlan`; none: the frozen part
+runs on every batch). Every kind of epoch fits its batches with the same `_fit_batch`.
+The optimizer is SGD or AdamW, the new head at `lr` and the pretrained layers at
+`lr * backbone_lr_scale`; `patience` stops a run whose val loss stopped falling.
 The best-val-accuracy weights are written whenever they improve (after that epoch joins the
 history, so the file always describes itself), so a cancel or crash leaves the best model so far
-on disk; at the end the file is rewritten once with the full history and final status.
+on disk; at the end the file is rewritten once with the full history and final status. Beside it,
+`<checkpoint>.resume` holds the last epoch's weights, optimizer, scheduler and random state, so an
+interrupted run continues where it stopped (`resume_config`); it is removed when the run completes.
 
 Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
 DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
