@@ -172,9 +172,9 @@ class TrainTab:
                     with gr.Row():
                         optimizer_in = gr.Radio([("SGD", "sgd"), ("AdamW", "adamw")], value=DEFAULTS.optimizer,
                                                 label="Optimizer", elem_id="optimizer")
-                        patience_in = gr.Number(DEFAULTS.patience, label="Early-stopping patience (0: off)",
-                                                info="epochs without a lower val loss", precision=0, minimum=0,
-                                                maximum=1000, elem_id="patience")
+                        patience_in = gr.Number(DEFAULTS.patience, label="Patience (0: off)",
+                                                info="early stopping: epochs without a lower val loss",
+                                                precision=0, minimum=0, maximum=1000, elem_id="patience")
                     blocks_in = gr.Number(DEFAULTS.train_blocks, label="Train only the last blocks (0: all)",
                                           info="fine-tune/progressive: the blocks before them are frozen and run "
                                                "once per cached view, several times faster", precision=0, minimum=0,
