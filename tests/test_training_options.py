@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bees_ants.checkpoint import load_checkpoint
+from bees_ants.cli import main
 from bees_ants.config import ARCHS, ConfigError, TrainConfig
 from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
@@ -166,3 +167,18 @@ def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert not resume_path(resumed.checkpoint_path).exists()
     with pytest.raises(ResumeError, match="nothing to resume"):
         resume_config(resumed.checkpoint_path)
+
+
+def test_cli_resumes_an_interrupted_run(tiny_dataset, tmp_path, capsys):
+    cancel = threading.Event()
+    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
+    for _ in run:
+        cancel.set()  # as Ctrl-C or a cancel would, after the first epoch
+    assert run.status == "cancelled" and len(run.history) == 1
+    assert main(["train", "--resume", run.checkpoint_path]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run.checkpoint_path}" in out and "epoch   3/3" in out
+    meta = load_checkpoint(run.checkpoint_path).meta
+    assert meta["status"] == "completed" and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+    assert main(["train", "--resume", run.checkpoint_path]) == 2  # nothing left to resume: said, not a traceback
+    assert "nothing to resume" in capsys.readouterr().err
