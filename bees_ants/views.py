@@ -95,8 +95,11 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         head = f"■ Interrupted after {done} of {cfg.epochs} epochs" + (f" · {_best(job)}" if done else "")
     else:
         head = "✗ Training failed"
-    blocks = f" (last {cfg.train_blocks} blocks)" if cfg.train_blocks and cfg.mode != "fixed" else ""
-    setup = (f"{cfg.arch} · {mode_text(cfg.mode, cfg.frozen_epochs)}{blocks} · {cfg.epochs} epochs · "
+    mode = mode_text(cfg.mode, cfg.frozen_epochs)
+    if cfg.train_blocks and cfg.mode != "fixed":
+        mode = (f"fine-tune the last {cfg.train_blocks} blocks" if cfg.mode == "finetune"
+                else f"{mode} (the last {cfg.train_blocks} blocks)")
+    setup = (f"{cfg.arch} · {mode} · {cfg.epochs} epochs · "
              f"batch {cfg.batch_size} · {cfg.optimizer} lr {cfg.lr:g} · device: {job.device}")
     if job.history and job.history[-1].cache:  # what the run keeps in memory, and within what
         setup += f"\n\n{job.history[-1].cache[0].upper()}{job.history[-1].cache[1:]}."
