@@ -21,9 +21,9 @@ def test_a_visitor_resumes_their_own_cancelled_run_and_no_one_elses(served_app):
             break
     assert "Cancel requested" in owner.predict(api_name="/cancel")
     stopped = named(owner, "train", run.result())
-    assert "Cancelled after" in stopped["status"]  # (the page's Resume button is not part of the API)
-    checkpoint = stopped["model"]["choices"][0][1]
-    assert resume_path(checkpoint).is_file()
+    assert "Cancelled after" in stopped["status"]
+    checkpoint = stopped["resumable"]  # what the page's Resume button (shown now) sends
+    assert checkpoint == stopped["model"]["choices"][0][1] and resume_path(checkpoint).is_file()
     done = len(rows(stopped["history"]))
 
     # another visitor naming it is refused, with the words used for anything not theirs
@@ -35,7 +35,7 @@ def test_a_visitor_resumes_their_own_cancelled_run_and_no_one_elses(served_app):
     for _ in owner.submit(api_name="/follow"):  # returns once the resumed job is over
         pass
     final = call(owner, "status")
-    assert "Finished 3 epochs" in final["status"]
+    assert "Finished 3 epochs" in final["status"] and final["resumable"] == ""
     assert [r[0] for r in rows(final["history"])] == [3, 2, 1] and done < 3
     assert not resume_path(checkpoint).exists() and Path(checkpoint).is_file()
     assert "adamw lr 0.01" in final["status"]  # the run's own settings, kept

@@ -196,7 +196,9 @@ class TrainTab:
                 self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
-            self.resumable = gr.State(None)  # the checkpoint of the visitor's latest run, if it can resume
+            # The checkpoint of the visitor's latest run when it can resume: what the Resume button
+            # sends. A hidden textbox rather than a State, so /resume takes a path from API clients too.
+            self.resumable = gr.Textbox(visible=False, elem_id="resumable")
             timer = gr.Timer(1.0)
             api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
 
@@ -237,7 +239,7 @@ class TrainTab:
                  self.seen: job.version if job else 0}
         resumable = job is not None and not job.active and job.checkpoint_path and resume_path(job.checkpoint_path).is_file()
         shown.update({self.resume_btn: gr.Button(visible=bool(resumable)),
-                      self.resumable: job.checkpoint_path if resumable else None})
+                      self.resumable: job.checkpoint_path if resumable else ""})
         if job is not None and not job.active:
             shown.update(self.models.for_visitor(visitor))
         return shown
