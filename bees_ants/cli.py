@@ -184,12 +184,12 @@ def cmd_train(args) -> int:
                                    f"--resume {run.checkpoint_path})" if saved
                                   else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
         return 130
-    best = max(run.history, key=lambda r: r.val_acc)
-    print(f"done: best val acc {best.val_acc:.4f} at epoch {best.epoch}, "
+    best = run.history[-1]  # the run's choice: best val accuracy, ties to the lower val loss
+    print(f"done: best val acc {best.best_val_acc:.4f} at epoch {best.best_epoch}, "
           f"{sum(r.seconds for r in run.history):.1f}s training; checkpoint {run.checkpoint_path}")
     if args.json:
-        print(json.dumps({"checkpoint": run.checkpoint_path, "best_val_acc": best.val_acc,
-                          "best_epoch": best.epoch, "history": [asdict(r) for r in run.history]}))
+        print(json.dumps({"checkpoint": run.checkpoint_path, "best_val_acc": best.best_val_acc,
+                          "best_epoch": best.best_epoch, "history": [asdict(r) for r in run.history]}))
     return 0
 
 
