@@ -162,11 +162,6 @@ def freeze_backbone(model: nn.Module) -> None:
         p.requires_grad_(True)
 
 
-def unfreeze(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)
-
-
 @contextmanager
 def headless(model: nn.Module):
     """Within the block, `model(x)` returns the head's input features."""
