@@ -316,8 +316,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help=f"StepLR: epochs between LR drops (default {d.step_size})")
     t.add_argument("--gamma", type=float, help=f"StepLR: LR multiplier at each drop (default {d.gamma})")
     t.add_argument("--feature-views", type=int, dest="feature_views",
-                   help="fixed mode and --train-blocks: augmented views of the train set whose frozen-part "
-                   f"output is cached (default {d.feature_views})")
+                   help="fixed mode, and training the last blocks: augmented views of the train set whose "
+                   f"frozen-part output is cached (default {d.feature_views})")
     t.add_argument("--frozen-epochs", type=int, dest="frozen_epochs",
                    help=f"progressive mode: head-only epochs before unfreezing (default {d.frozen_epochs})")
     t.add_argument("--train-blocks", type=int, dest="train_blocks",
