@@ -308,7 +308,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, dest="label_smoothing",
                    help=f"of the training loss (default {d.label_smoothing})")
     t.add_argument("--lr-schedule", choices=LR_SCHEDULES, dest="lr_schedule",
-                   help=f"step: x --gamma every --step-size epochs; cosine: down to 0 over the epochs "
+                   help=f"step: x gamma every step-size epochs; cosine: down to 0 over the epochs "
                    f"(default {d.lr_schedule})")
     t.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"per process (default {d.batch_size}; the tutorial's 4 makes BatchNorm noisy)")
@@ -322,7 +322,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help=f"progressive mode: head-only epochs before unfreezing (default {d.frozen_epochs})")
     t.add_argument("--train-blocks", type=int, dest="train_blocks",
                    help="finetune/progressive: train only the last N blocks and the head; the blocks before "
-                   "them run once per cached view (see --feature-views, --memory-budget-mb) "
+                   "them run once per cached view (see feature views and the memory budget) "
                    f"(default {d.train_blocks}: every block)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without a lower val loss "
                    f"(default {d.patience}: never stop early)")
