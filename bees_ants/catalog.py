@@ -26,6 +26,7 @@ from .export import export_onnx, export_program
 from .config import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 from .settings import Settings
+from .train import resume_path
 from .visitors import PRIVATE_FOLDER, Visitor
 from .zerogpu import on_zero_gpu
 
@@ -249,6 +250,21 @@ def checkpoint_metas(settings: Settings, visitor: Visitor, paths: list) -> list[
             raise CatalogError(f"the model file {p.name} is gone or unreadable; refresh the list")
         metas.append(meta)
     return metas
+
+
+def resumable_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
+    """`path` if it is one of the visitor's own checkpoints whose run stopped before its end and
+    left a resume state; a shared or another visitor's checkpoint gets the same refusal as none."""
+    refusal = CatalogError("choose one of your own interrupted or cancelled runs")
+    try:
+        checked = check_checkpoint(settings, visitor, path)
+    except CatalogError:
+        raise refusal from None
+    if Path(checked).resolve().parent != checkpoint_folder(settings, visitor).resolve():
+        raise refusal
+    if not resume_path(checked).is_file():
+        raise CatalogError("that run has nothing to resume: it completed, or stopped before its first epoch ended")
+    return checked
 
 
 def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:

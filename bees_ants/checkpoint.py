@@ -49,7 +49,7 @@ class Checkpoint:
         return model.eval()
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -71,7 +71,7 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}
-    _write_atomically(path, lambda f: torch.save(payload, f))
+    write_atomically(path, lambda f: torch.save(payload, f))
     try:
         _write_side_file(path, meta)
     except (TypeError, ValueError):  # metadata JSON cannot hold: listings read the checkpoint instead
@@ -84,7 +84,7 @@ def _write_side_file(path: Path, meta: dict) -> None:
     not match them (the .pt rewritten since, by an older version) is ignored."""
     st = path.stat()
     data = json.dumps({"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "meta": meta})
-    _write_atomically(side_file(path), lambda f: f.write(data.encode()))
+    write_atomically(side_file(path), lambda f: f.write(data.encode()))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

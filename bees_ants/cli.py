@@ -14,7 +14,8 @@ import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .config import ARCHS, DEFAULT_ARCH, MODES, PRESETS, ConfigError, TrainConfig, apply_preset
+from .config import (ARCHS, DEFAULT_ARCH, LR_SCHEDULES, MODES, OPTIMIZERS, PRESETS, ConfigError, TrainConfig,
+                     apply_preset)
 from .errors import UserError
 from .settings import Settings
 
@@ -131,7 +132,12 @@ def cmd_train(args) -> int:
     from .train import TrainingRun
 
     settings = Settings.from_env()
-    config, weights_note = train_config(args, settings)  # checked before any download or import
+    if args.resume:
+        from .train import resume_config
+        config, weights_note = resume_config(args.resume), ""
+        args.mode, args.data_dir = config.mode, config.data_dir
+    else:
+        config, weights_note = train_config(args, settings)  # checked before any download or import
     try:
         device = pick_device(config.device)
     except RuntimeError as e:  # torch.device("gpu"): not a device name
@@ -150,9 +156,11 @@ def cmd_train(args) -> int:
         list(TrainingRun(config))  # other ranks train silently; rank 0 reports and saves
         return 0
     progress = ProgressLine()
-    print(f"training {config.arch} ({config.mode}) for {config.epochs} epochs, batch {config.batch_size}, "
-          f"lr {config.lr}, weights {config.backbone_weights or 'random init'}{weights_note}; "
-          f"data {config.data_dir}", flush=True)
+    blocks = f", last {config.train_blocks} blocks" if config.train_blocks and config.mode != "fixed" else ""
+    print(f"training {config.arch} ({config.mode}{blocks}) for {config.epochs} epochs, batch {config.batch_size}, "
+          f"{config.optimizer} lr {config.lr} (backbone x{config.backbone_lr_scale}, {config.lr_schedule}), "
+          f"weights {config.backbone_weights or 'random init'}{weights_note}; data {config.data_dir}"
+          + (f"; resuming {config.resume_from}" if config.resume_from else ""), flush=True)
     if mode_note:
         print(f"mode {config.mode}: {mode_note}", flush=True)
     print(f"device {describe_device(device)}", flush=True)
@@ -161,22 +169,29 @@ def cmd_train(args) -> int:
     progress.end()
     print(dataset.summary(), flush=True)
     run = TrainingRun(config, dataset, on_progress=progress)
+    cache = ""
     try:
         for record in run:
             progress.end()
+            if record.cache != cache:  # said once, and again when progressive training moves the cut
+                cache = record.cache
+                print(cache, flush=True)
             print(format_record(record), flush=True)
+            if record.stop_reason:
+                print(record.stop_reason, flush=True)
     except KeyboardInterrupt:
         progress.end()
         saved = run.checkpoint_path and Path(run.checkpoint_path).is_file()
-        print("\ninterrupted; " + (f"best checkpoint so far: {run.checkpoint_path}" if saved
+        print("\ninterrupted; " + (f"best checkpoint so far: {run.checkpoint_path} (continue with "
+                                   f"--resume {run.checkpoint_path})" if saved
                                   else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
         return 130
-    best = max(run.history, key=lambda r: r.val_acc)
-    print(f"done: best val acc {best.val_acc:.4f} at epoch {best.epoch}, "
+    best = run.history[-1]  # the run's choice: best val accuracy, ties to the lower val loss
+    print(f"done: best val acc {best.best_val_acc:.4f} at epoch {best.best_epoch}, "
           f"{sum(r.seconds for r in run.history):.1f}s training; checkpoint {run.checkpoint_path}")
     if args.json:
-        print(json.dumps({"checkpoint": run.checkpoint_path, "best_val_acc": best.val_acc,
-                          "best_epoch": best.epoch, "history": [asdict(r) for r in run.history]}))
+        print(json.dumps({"checkpoint": run.checkpoint_path, "best_val_acc": best.best_val_acc,
+                          "best_epoch": best.best_epoch, "history": [asdict(r) for r in run.history]}))
     return 0
 
 
@@ -366,17 +381,37 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help="tutorial: its exact recipe (batch 4, a fresh feature view per epoch); "
                    "options given with it still win")
     t.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
-    t.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"sgd (the tutorial's) or adamw (default {d.optimizer})")
+    t.add_argument("--lr", type=float, help=f"learning rate of the new head (default {d.lr})")
+    t.add_argument("--backbone-lr-scale", type=float, dest="backbone_lr_scale",
+                   help=f"the pretrained layers learn at lr x this (default {d.backbone_lr_scale})")
     t.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    t.add_argument("--label-smoothing", type=float, dest="label_smoothing",
+                   help=f"of the training loss (default {d.label_smoothing})")
+    t.add_argument("--lr-schedule", choices=LR_SCHEDULES, dest="lr_schedule",
+                   help=f"step: x gamma every step-size epochs; cosine: down to 0 over the epochs "
+                   f"(default {d.lr_schedule})")
     t.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"per process (default {d.batch_size}; the tutorial's 4 makes BatchNorm noisy)")
     t.add_argument("--step-size", type=int, dest="step_size",
                    help=f"StepLR: epochs between LR drops (default {d.step_size})")
     t.add_argument("--gamma", type=float, help=f"StepLR: LR multiplier at each drop (default {d.gamma})")
     t.add_argument("--feature-views", type=int, dest="feature_views",
-                   help=f"fixed mode: augmented views of the train set to cache features for (default {d.feature_views})")
+                   help="fixed mode, and training the last blocks: augmented views of the train set whose "
+                   f"frozen-part output is cached (default {d.feature_views})")
     t.add_argument("--frozen-epochs", type=int, dest="frozen_epochs",
                    help=f"progressive mode: head-only epochs before unfreezing (default {d.frozen_epochs})")
+    t.add_argument("--train-blocks", type=int, dest="train_blocks",
+                   help="finetune/progressive: train only the last N blocks and the head; the blocks before "
+                   "them run once per cached view (see feature views and the memory budget) "
+                   f"(default {d.train_blocks}: every block)")
+    t.add_argument("--patience", type=int, help="stop after this many epochs without a lower val loss "
+                   f"(default {d.patience}: never stop early)")
+    t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
+                   help="RAM for decoded images and cached activations (default: BEES_ANTS_MEMORY_BUDGET_MB, "
+                   "else half of the available memory)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the interrupted run that wrote CHECKPOINT, "
+                   "with its settings, optimizer state and epoch count (other options are ignored)")
     t.add_argument("--seed", type=int, help=f"(default {d.seed})")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
                    help="RAM for decoded images; a larger set streams from disk each epoch "

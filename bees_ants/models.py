@@ -4,6 +4,11 @@ Every supported architecture ends in a single `nn.Linear` classifier (resnet: `f
 efficientnet: the last `classifier[i]`), so "the head" is simply the last Linear module: find it,
 replace it. Features for the fixed-extractor mode are the head's input, obtained by temporarily
 swapping the head for an Identity.
+
+For training only the last blocks, a backbone is also an ordered list of blocks (`blocks`): resnet's
+stem and layer1..layer4, the children of `features` for mobilenet and efficientnet. Every supported
+model is `blocks`, then global average pooling, then its classifier, so for any cut
+`model(x) == after_cut(model, cut)(before_cut(model, cut)(x))`, sharing the model's own modules.
 """
 from __future__ import annotations
 
@@ -120,16 +125,40 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
     model.load_state_dict(state)
 
 
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The backbone's blocks in the order the input goes through them."""
+    if isinstance(model, tvm.ResNet):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+    return list(model.features)
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """Everything after the pooling: resnet's `fc`, the others' `classifier` (dropout, Linear...)."""
+    return model.fc if isinstance(model, tvm.ResNet) else model.classifier
+
+
+def before_cut(model: nn.Module, cut: int) -> nn.Sequential:
+    return nn.Sequential(*blocks(model)[:cut])
+
+
+def after_cut(model: nn.Module, cut: int) -> nn.Sequential:
+    return nn.Sequential(*blocks(model)[cut:], nn.AdaptiveAvgPool2d(1), nn.Flatten(1), classifier(model))
+
+
+def freeze_before(model: nn.Module, cut: int) -> None:
+    """Gradients for the blocks from `cut` on and the classifier only."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in after_cut(model, cut).parameters():
+        p.requires_grad_(True)
+
+
 def freeze_backbone(model: nn.Module) -> None:
     head = get_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in head.parameters():
-        p.requires_grad_(True)
-
-
-def unfreeze(model: nn.Module) -> None:
-    for p in model.parameters():
         p.requires_grad_(True)
 
 

@@ -1,19 +1,25 @@
 """The one training loop: `TrainingRun` is iterated for one `EpochRecord` per epoch.
 
 The CLI prints the records, the app's job thread stores them, the benchmark times them. Modes:
-- `finetune`: every parameter trains (the tutorial's first half);
-- `fixed`: the backbone is frozen *and in eval mode*; only the new head trains. Since the backbone
-  never changes, its features are computed once per image view and reused: val features once,
-  train features for `feature_views` augmented views, cycled through the epochs. With
-  `feature_views == epochs` every epoch sees fresh augmentation, exactly like the tutorial.
+- `finetune`: every parameter trains (the tutorial's first half), or with `train_blocks` k only
+  the last k blocks (models.blocks) and the head;
+- `fixed`: the backbone is frozen *and in eval mode*; only the new head trains;
 - `progressive`: `fixed` for the first `frozen_epochs` epochs (the new head learns on cheap cached
-  features), then everything unfreezes and fine-tunes, so the backbone never receives gradients
-  from a random head.
-What trains when is one named policy, `UnfreezeSchedule`, built from the mode; both kinds of epoch
-fit their batches with the same `_fit_batch`.
+  features), then fine-tunes as `finetune` does, so the backbone never receives gradients from a
+  random head.
+What trains when is one named policy, `UnfreezeSchedule`: an epoch trains everything after a cut.
+Whatever lies before the cut is frozen and in eval mode, hence a fixed function of its input, so
+its output is computed once per image view and reused: val once, train for `feature_views`
+augmented views cycled through the epochs (`feature_views == epochs` gives fresh augmentation every
+epoch, like the tutorial), as many as the memory budget holds (`CachePlan`; none: the frozen part
+runs on every batch). Every kind of epoch fits its batches with the same `_fit_batch`.
+The optimizer is SGD or AdamW, the new head at `lr` and the pretrained layers at
+`lr * backbone_lr_scale`; `patience` stops a run whose val loss stopped falling.
 The best-val-accuracy weights are written whenever they improve (after that epoch joins the
 history, so the file always describes itself), so a cancel or crash leaves the best model so far
-on disk; at the end the file is rewritten once with the full history and final status.
+on disk; at the end the file is rewritten once with the full history and final status. Beside it,
+`<checkpoint>.resume` holds the last epoch's weights, optimizer, scheduler and random state, so an
+interrupted run continues where it stopped (`resume_config`); it is removed when the run completes.
 
 Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
 DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
@@ -24,6 +30,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,14 +44,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
-from .checkpoint import save_checkpoint
-from .data import Dataset, Preprocessing, Split, eval_batches, load_dataset, train_batches
+from .checkpoint import save_checkpoint, write_atomically
+from .config import TrainConfig
+from .data import (Dataset, Preprocessing, Split, eval_batches, load_dataset, memory_budget_bytes,
+                   train_batches)
 from .datahash import dataset_hash
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
-from .models import build_model, freeze_backbone, get_head, headless, preprocessing_for, unfreeze
-
-from .config import TrainConfig
+from .errors import UserError
+from .models import (after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before, get_head,
+                     headless, preprocessing_for)
 
 
 @dataclass
@@ -59,6 +68,8 @@ class EpochRecord:
     seconds: float
     best_val_acc: float
     best_epoch: int
+    cache: str = ""  # what the run caches of its frozen part (CachePlan.describe), "" when nothing
+    stop_reason: str = ""  # on the last epoch of a run that stopped early: why
 
 
 def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
@@ -73,43 +84,124 @@ def shard(split: Split, rank: int, world: int, pad: bool) -> Split:
 
 @dataclass(frozen=True)
 class UnfreezeSchedule:
-    """When, and how much of, the backbone trains: the one place the modes differ in what learns.
+    """What trains in each epoch: the one place the modes differ in what learns.
 
-    While only the head trains, the backbone is a fixed function, so its features are computed once
-    and cached. Partial unfreezing (the last k blocks) and per-layer learning rates belong here."""
-    frozen_epochs: int  # the head alone trains in epochs 1..frozen_epochs, then everything does
+    An epoch trains everything from a cut on: the head alone (cut = the number of blocks: fixed
+    mode, progressive's first epochs), the last `train_blocks` blocks and the head, or every block
+    (cut 0). Whatever lies before the cut is frozen and in eval mode, so it is a fixed function of
+    its input, and its output is computed once per augmented view and cached."""
+    frozen_epochs: int  # the head alone trains in epochs 1..frozen_epochs
+    train_blocks: int  # afterwards the last this many blocks train with the head; 0: all of them
+    blocks: int  # how many the backbone has (models.blocks)
 
     @classmethod
-    def for_config(cls, cfg: TrainConfig) -> "UnfreezeSchedule":
-        return cls({"finetune": 0, "fixed": cfg.epochs, "progressive": cfg.frozen_epochs}[cfg.mode])
+    def for_config(cls, cfg: TrainConfig, blocks: int) -> "UnfreezeSchedule":
+        frozen = {"finetune": 0, "fixed": cfg.epochs, "progressive": cfg.frozen_epochs}[cfg.mode]
+        return cls(frozen, min(cfg.train_blocks, blocks), blocks)
 
     def head_only(self, epoch: int) -> bool:
         return epoch <= self.frozen_epochs
 
+    def cut(self, epoch: int) -> int:
+        """Index of the first block that trains in `epoch`."""
+        if self.head_only(epoch):
+            return self.blocks
+        return self.blocks - self.train_blocks if self.train_blocks else 0
+
     def changes_at(self, epoch: int) -> bool:
         """Whether `apply` must run before `epoch` (the first, or when what trains changes)."""
-        return epoch == 1 or self.head_only(epoch) != self.head_only(epoch - 1)
+        return epoch == 1 or self.cut(epoch) != self.cut(epoch - 1)
 
     def apply(self, model: nn.Module, epoch: int) -> None:
-        """Set which parameters get gradients in `epoch`. Frozen parameters get none, so one SGD
-        over every parameter leaves them alone until they are unfrozen."""
+        """Set which parameters get gradients in `epoch`. Frozen parameters get none, so one
+        optimizer over every parameter leaves them alone until they are unfrozen."""
         if self.head_only(epoch):
             freeze_backbone(model)
         else:
-            unfreeze(model)
+            freeze_before(model, self.cut(epoch))
+
+
+@dataclass
+class CachePlan:
+    """How much of the frozen part's output a run keeps, decided before any of it is computed:
+    within the memory budget, the val set first (it is reused every epoch), then as many train
+    views as fit, up to `feature_views`. With no train view cached the frozen part runs on every
+    batch (fresh augmentation each epoch, at the cost of its forward pass)."""
+    what: str  # "pooled features" or "activations after block 14 of 19"
+    image_bytes: int  # one image's cached output
+    views: int  # train views cached (0: the frozen part runs every batch)
+    val: bool
+    total_bytes: int
+    budget_bytes: int
+
+    def describe(self) -> str:
+        mb = self.total_bytes / 2**20
+        cached = (f"{self.views} train view(s)" if self.views else "no train view (frozen part runs every batch)")
+        return (f"cache of {self.what}: {cached}{' + val' if self.val else ''}, {mb:.1f} MB "
+                f"of a {self.budget_bytes / 2**20:.0f} MB budget")
+
+
+# Activations between blocks are 10-50x larger than pooled features, and training on fp16 copies of
+# them reached the same accuracy as fp32 (README, "Training the last blocks"); pooled features
+# stay fp32.
+ACTIVATION_DTYPE = torch.float16
+
+
+def plan_cache(what: str, image_bytes: int, n_train: int, n_val: int, views: int, budget: int) -> CachePlan:
+    val = n_val * image_bytes <= budget
+    room = budget - (n_val * image_bytes if val else 0)
+    views = min(views, room // max(1, n_train * image_bytes))
+    return CachePlan(what, image_bytes, views, val, (views * n_train + val * n_val) * image_bytes, budget)
 
 
 @dataclass
 class Best:
-    """The best epoch so far by val accuracy, with its weights."""
+    """The best epoch so far by val accuracy (lower val loss breaks ties), with its weights."""
     val_acc: float = 0.0
     val_loss: float = math.inf
     epoch: int = 0
     state_dict: dict | None = field(default=None, repr=False)
 
+    def beaten_by(self, val_acc: float, val_loss: float) -> bool:
+        return (self.state_dict is None or val_acc > self.val_acc
+                or (val_acc == self.val_acc and val_loss < self.val_loss))
+
 
 class Cancelled(Exception):
     pass
+
+
+class ResumeError(UserError):
+    """A run that cannot be resumed; the message says why."""
+
+
+RESUME_FORMAT = "bees_ants-resume/1"
+
+
+def resume_path(checkpoint_path: str | os.PathLike) -> Path:
+    """Where a run keeps what it needs to continue (last epoch's weights, optimizer and scheduler
+    state, best so far), beside its best-weights checkpoint until the run completes."""
+    return Path(f"{checkpoint_path}.resume")
+
+
+def load_resume_state(checkpoint_path: str | os.PathLike) -> dict:
+    path = resume_path(checkpoint_path)
+    if not path.is_file():
+        raise ResumeError(f"nothing to resume for '{checkpoint_path}': its run completed, or it was not "
+                          "trained by this version (no resume state beside it)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ResumeError(f"the resume state '{path}' is unreadable: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise ResumeError(f"'{path}' is not a bees_ants resume state")
+    return state
+
+
+def resume_config(checkpoint_path: str | os.PathLike) -> TrainConfig:
+    """The settings of the interrupted run that wrote `checkpoint_path`, set to continue it."""
+    cfg = load_resume_state(checkpoint_path)["config"]
+    return TrainConfig(**{**cfg, "resume_from": str(checkpoint_path), "checkpoint_path": str(checkpoint_path)})
 
 
 def new_checkpoint_path(cfg: TrainConfig) -> str:
@@ -119,6 +211,23 @@ def new_checkpoint_path(cfg: TrainConfig) -> str:
         n += 1
         path = Path(f"{stem}-{n}.pt")
     return str(path)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the tutorial's) or AdamW over every parameter; the new head at `lr`, the pretrained
+    rest at `lr * backbone_lr_scale`."""
+    head = list(get_head(model).parameters())
+    backbone = [p for p in model.parameters() if all(p is not h for h in head)]
+    groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale}, {"params": head, "lr": cfg.lr}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
 
 
 @dataclass
@@ -133,6 +242,7 @@ class TrainingRun:
     history: list[EpochRecord] = field(default_factory=list)
     checkpoint_path: str | None = None
     status: str = "pending"  # pending, running, completed, cancelled
+    stop_reason: str = ""  # set when early stopping ends the run before its last epoch
     best: Best = field(default_factory=Best, init=False)
     # state, all set in `_setup` when iteration starts
     rank: int = field(init=False, repr=False)
@@ -145,9 +255,18 @@ class TrainingRun:
     schedule: UnfreezeSchedule = field(init=False, repr=False)
     optimizer: torch.optim.Optimizer = field(init=False, repr=False)
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False, repr=False)
-    trained: nn.Module = field(init=False, repr=False)  # what fits batches: the model or its head, DDP-wrapped
-    train_features: dict[int, torch.Tensor] = field(init=False, repr=False)  # head-only epochs: per view
-    val_features: torch.Tensor | None = field(init=False, repr=False)
+    # What trains this epoch: the frozen part before the cut (None: nothing is frozen) and the
+    # part after it (`tail`; `trained` is it DDP-wrapped), so `model(x) == tail(frozen(x))`.
+    frozen: Callable[[torch.Tensor], torch.Tensor] | None = field(init=False, repr=False)
+    tail: nn.Module = field(init=False, repr=False)
+    trained: nn.Module = field(init=False, repr=False)
+    cache: CachePlan | None = field(init=False, repr=False)
+    cache_dtype: torch.dtype = field(init=False, repr=False)
+    train_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(init=False, repr=False)  # view -> (x, y)
+    val_cache: tuple[torch.Tensor, torch.Tensor] | None = field(init=False, repr=False)
+    since_better_loss: int = field(init=False, repr=False)  # epochs since val loss last fell
+    lowest_val_loss: float = field(init=False, repr=False)
+    first_epoch: int = field(init=False, repr=False)
 
     def _setup(self) -> None:
         cfg = self.config
@@ -163,59 +282,104 @@ class TrainingRun:
         self.device = pick_device(cfg.device)
         model = build_model(cfg.arch, len(self.dataset.classes), cfg.backbone_weights)
         self.model = model.to(self.device, memory_format=torch.channels_last)
-        self.schedule = UnfreezeSchedule.for_config(cfg)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-        self.train_features, self.val_features = {}, None
+        self.schedule = UnfreezeSchedule.for_config(cfg, len(blocks(self.model)))
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.cache, self.train_cache, self.val_cache = None, {}, None
         self.checkpoint_path = cfg.checkpoint_path or new_checkpoint_path(cfg)
-        self.best = Best()
+        self.best, self.history, self.stop_reason = Best(), [], ""
+        self.since_better_loss, self.lowest_val_loss, self.first_epoch = 0, math.inf, 1
+        if cfg.resume_from:
+            self._restore(load_resume_state(cfg.resume_from))
         self.status = "running"
 
     def __iter__(self) -> Iterator[EpochRecord]:
         self._setup()
         cfg = self.config
+        yield from list(self.history)  # a resumed run replays the epochs it restored
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(self.first_epoch, cfg.epochs + 1):
                 start = time.perf_counter()
-                if self.schedule.changes_at(epoch):
+                if epoch == self.first_epoch or self.schedule.changes_at(epoch):
                     self.schedule.apply(self.model, epoch)
-                    # After `apply`: the DDP wrap registers the parameters that train.
-                    head_only = self.schedule.head_only(epoch)
-                    self.trained = self._distributed(get_head(self.model) if head_only else self.model)
-                lr = self.optimizer.param_groups[0]["lr"]
+                    self._split_at(epoch)  # after `apply`: the DDP wrap registers the parameters that train
+                lr = self.optimizer.param_groups[-1]["lr"]
                 train_loss, train_acc = self._train_epoch(epoch)
-                val_loss, val_acc = self._validate(epoch)
+                val_loss, val_acc = self._validate()
                 self.scheduler.step()
-                improved = val_acc > self.best.val_acc or self.best.state_dict is None
+                improved = self.best.beaten_by(val_acc, val_loss)
                 if improved:
                     self.best = Best(val_acc, val_loss, epoch, copy.deepcopy(self.model.state_dict()))
+                self._count_patience(val_loss, epoch)
                 record = EpochRecord(epoch, cfg.epochs, train_loss, train_acc, val_loss, val_acc, lr,
-                                     time.perf_counter() - start, self.best.val_acc, self.best.epoch)
+                                     time.perf_counter() - start, self.best.val_acc, self.best.epoch,
+                                     self.cache.describe() if self.cache else "", self.stop_reason)
                 self.history.append(record)  # before saving: the file's history includes its best epoch
                 if improved:
                     self._save()
+                if not self.stop_reason and epoch < cfg.epochs:
+                    self._save_resume_state(epoch)
                 yield record
+                if self.stop_reason:
+                    break
             self.status = "completed"
         except Cancelled:
             self.status = "cancelled"
         finally:
             if self.best.state_dict is not None and self.status in ("completed", "cancelled"):
                 self._save()  # once more, with the whole history and final status
+            if self.status == "completed" and self.rank == 0:
+                resume_path(self.checkpoint_path).unlink(missing_ok=True)
+
+    def _count_patience(self, val_loss: float, epoch: int) -> None:
+        """Early stopping: after `patience` epochs in a row without a new lowest val loss."""
+        if val_loss < self.lowest_val_loss:
+            self.lowest_val_loss, self.since_better_loss = val_loss, 0
+        else:
+            self.since_better_loss += 1
+        patience = self.config.patience
+        if patience and self.since_better_loss >= patience and epoch < self.config.epochs:
+            self.stop_reason = (f"stopped early after epoch {epoch}: no val-loss improvement for "
+                                f"{patience} epoch{'s' if patience > 1 else ''}")
+
+    # -- what trains -------------------------------------------------------------------------------
+
+    def _split_at(self, epoch: int) -> None:
+        """Split the model at this epoch's cut, and plan the cache of the frozen part's output."""
+        cut = self.schedule.cut(epoch)
+        if self.schedule.head_only(epoch):
+            self.frozen, self.tail, what = self._pooled_features, get_head(self.model), "pooled features"
+        elif cut > 0:
+            self.frozen, self.tail = before_cut(self.model, cut), after_cut(self.model, cut)
+            what = f"activations after block {cut} of {self.schedule.blocks}"
+        else:
+            self.frozen, self.tail, what = None, self.model, ""
+        self.trained = self._distributed(self.tail)
+        self.train_cache, self.val_cache, self.cache = {}, None, None
+        if self.frozen is not None:
+            crop = self.preprocessing.crop_size
+            with torch.inference_mode():
+                self.model.eval()
+                one = self.frozen(torch.zeros(1, 3, crop, crop, device=self.device))
+            dtype = torch.float32 if self.schedule.head_only(epoch) else ACTIVATION_DTYPE
+            self.cache = plan_cache(what, one.numel() * dtype.itemsize, len(self.train_split), len(self.val_split),
+                                    self.config.feature_views, memory_budget_bytes(self.config.memory_budget_mb))
+            self.cache_dtype = dtype
+
+    def _pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        with headless(self.model):
+            return self.model(x)
 
     # -- one epoch ---------------------------------------------------------------------------------
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         """(mean loss, accuracy) over this epoch's augmented train set."""
-        if self.schedule.head_only(epoch):
-            self.model.eval()  # frozen BatchNorm statistics too: the backbone is a fixed function
-            batches = self._feature_batches(epoch)
-        else:
-            self.trained.train()
-            batches = self._image_batches()
+        self.model.eval()  # the frozen part, BatchNorm statistics included, is a fixed function
+        self.trained.train()
         n = len(self.train_split)
         steps = len(batch_slices(n, self.config.batch_size))
         loss_sum, correct = 0.0, 0
-        for step, (x, y) in enumerate(batches, 1):
+        for step, (x, y) in enumerate(self._train_batches(epoch), 1):
             self._check_cancel()
             batch_loss, batch_correct = self._fit_batch(x, y)
             loss_sum += batch_loss
@@ -227,47 +391,59 @@ class TrainingRun:
         """One optimisation step on `self.trained`; returns (summed loss, correct predictions)."""
         with self._autocast():
             out = self.trained(x)
-            loss = nn.functional.cross_entropy(out.float(), y)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.item() * len(y), (out.argmax(1) == y).sum().item()
 
-    def _image_batches(self):
-        for x, y in train_batches(self.train_split, self.preprocessing, self.config.batch_size):
-            yield self._to_device(x), y.to(self.device)
+    def _train_batches(self, epoch: int):
+        """This epoch's batches for `trained`: images when everything trains; else the frozen
+        part's output, from the cache (`cache.views` augmented views of the train set, cycled
+        through the epochs, each computed the first time it is needed) or, when no view fits,
+        computed batch by batch."""
+        bs = self.config.batch_size
+        if self.frozen is None or self.cache.views == 0:
+            for x, y in train_batches(self.train_split, self.preprocessing, bs):
+                x = self._to_device(x)
+                if self.frozen is not None:
+                    with torch.no_grad(), self._autocast():
+                        x = self.frozen(x).float()
+                yield x, y.to(self.device)
+            return
+        view = (epoch - self.first_epoch) % self.cache.views
+        if view not in self.train_cache:
+            views = train_batches(self.train_split, self.preprocessing, inference_batch_size(self.device), shuffle=False)
+            self.train_cache[view] = self._cached(views, "caching train features", len(self.train_split))
+        x, y = self.train_cache[view]
+        order = torch.randperm(len(y), device=self.device)
+        for s in batch_slices(len(y), bs):
+            yield self._from_cache(x[order[s]]), y[order[s]]
 
-    def _feature_batches(self, epoch: int):
-        """Batches of cached backbone features: `feature_views` augmented views of the train set,
-        cycled through the epochs, each computed the first time it is needed."""
-        split, bs = self.train_split, self.config.batch_size
-        view = (epoch - 1) % self.config.feature_views
-        if view not in self.train_features:
-            views = train_batches(split, self.preprocessing, inference_batch_size(self.device), shuffle=False)
-            self.train_features[view] = self._features(views, "caching train features", len(split))
-        if self.val_features is None:
-            self.val_features = self._features(self._val_batches(), "caching val features", len(self.val_split))
-        feats, labels = self.train_features[view], split.labels.to(self.device)
-        order = torch.randperm(len(split), device=self.device)
-        for s in batch_slices(len(split), bs):
-            idx = order[s]
-            yield feats[idx], labels[idx]
-
-    def _features(self, batches, stage: str, total: int) -> torch.Tensor:
-        out, done = [], 0
-        with headless(self.model), torch.inference_mode(), self._autocast():
-            for x, _ in batches:
+    def _cached(self, batches, stage: str, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys, done = [], [], 0
+        with torch.inference_mode(), self._autocast():
+            for x, y in batches:
                 self._check_cancel()
-                out.append(self.model(self._to_device(x)).float())
-                done += len(x)
+                xs.append(self.frozen(self._to_device(x)).to(self.cache_dtype))
+                ys.append(y.to(self.device))
+                done += len(y)
                 self._progress(stage, done, total)
-        return torch.cat(out)
+        return torch.cat(xs), torch.cat(ys)
 
-    def _validate(self, epoch: int) -> tuple[float, float]:
-        if self.schedule.head_only(epoch):
-            return self._evaluate(get_head(self.model), [(self.val_features, self.val_split.labels)])
+    def _from_cache(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+    def _validate(self) -> tuple[float, float]:
         self.model.eval()
-        return self._evaluate(self.model, self._val_batches())
+        if self.frozen is None or not self.cache.val:
+            return self._evaluate(self.model, self._val_batches())
+        if self.val_cache is None:
+            self.val_cache = self._cached(self._val_batches(), "caching val features", len(self.val_split))
+        x, y = self.val_cache
+        chunks = batch_slices(len(y), inference_batch_size(self.device))
+        return self._evaluate(self.tail, ((self._from_cache(x[s]), y[s]) for s in chunks))
 
     def _evaluate(self, forward, batches) -> tuple[float, float]:
         loss_sum, correct, n = 0.0, 0, 0
@@ -330,10 +506,11 @@ class TrainingRun:
             "mode": cfg.mode,
             "preprocessing": asdict(self.preprocessing),
             "hyperparameters": {k: v for k, v in asdict(cfg).items()
-                                if k not in ("data_dir", "out_dir", "checkpoint_path", "device")},
+                                if k not in ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from")},
             "history": [asdict(r) for r in self.history],
             "best": {"val_acc": best.val_acc, "val_loss": best.val_loss, "epoch": best.epoch},
             "status": self.status,
+            "stop_reason": self.stop_reason,
             "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
                         "skipped": len(self.dataset.skipped),
                         "hash": dataset_hash(self.dataset.root, self.dataset.classes)},
@@ -343,3 +520,32 @@ class TrainingRun:
             "created": dt.datetime.now().isoformat(timespec="seconds"),
         }
         save_checkpoint(self.checkpoint_path, best.state_dict, meta)
+
+    def _save_resume_state(self, epoch: int) -> None:
+        """What `_restore` needs to continue after `epoch`, written atomically beside the checkpoint."""
+        if self.rank != 0:
+            return
+        cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
+        state = {"format": RESUME_FORMAT, "config": asdict(self.config), "epoch": epoch,
+                 "model": cpu(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "history": [asdict(r) for r in self.history],
+                 "best": {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
+                          "state_dict": cpu(self.best.state_dict)},
+                 "patience": {"lowest_val_loss": self.lowest_val_loss, "since_better": self.since_better_loss},
+                 "rng": torch.get_rng_state()}
+        write_atomically(resume_path(self.checkpoint_path), lambda f: torch.save(state, f))
+
+    def _restore(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ResumeError(f"the resume state does not fit this model: {str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        b = state["best"]
+        self.best = Best(b["val_acc"], b["val_loss"], b["epoch"], {k: v.to(self.device) for k, v in b["state_dict"].items()})
+        self.lowest_val_loss = state["patience"]["lowest_val_loss"]
+        self.since_better_loss = state["patience"]["since_better"]
+        torch.set_rng_state(state["rng"])
+        self.first_epoch = state["epoch"] + 1

@@ -86,6 +86,8 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     elif job.status == "running":
         head = (f"Training: epoch {done} of {cfg.epochs} done · elapsed {elapsed} · "
                 f"ETA {duration(job.eta())} · {_best(job)}{progress_text(job)}")
+    elif job.status == "completed" and job.history and job.history[-1].stop_reason:
+        head = f"✓ Finished after {done} of {cfg.epochs} epochs ({elapsed}) · {_best(job)}"
     elif job.status == "completed":
         head = f"✓ Finished {cfg.epochs} epochs in {elapsed} · {_best(job)}"
     elif job.status == "cancelled" and job.started is None:
@@ -96,8 +98,16 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         head = f"■ Interrupted after {done} of {cfg.epochs} epochs" + (f" · {_best(job)}" if done else "")
     else:
         head = "✗ Training failed"
-    setup = (f"{cfg.arch} · {mode_text(cfg.mode, cfg.frozen_epochs)} · {cfg.epochs} epochs · "
-             f"batch {cfg.batch_size} · lr {cfg.lr:g} · device: {job.device}")
+    mode = mode_text(cfg.mode, cfg.frozen_epochs)
+    if cfg.train_blocks and cfg.mode != "fixed":
+        mode = (f"fine-tune the last {cfg.train_blocks} blocks" if cfg.mode == "finetune"
+                else f"{mode} (the last {cfg.train_blocks} blocks)")
+    setup = (f"{cfg.arch} · {mode} · {cfg.epochs} epochs · "
+             f"batch {cfg.batch_size} · {cfg.optimizer} lr {cfg.lr:g} · device: {job.device}")
+    if job.history and job.history[-1].cache:  # what the run keeps in memory, and within what
+        setup += f"\n\n{job.history[-1].cache[0].upper()}{job.history[-1].cache[1:]}."
+    if job.history and job.history[-1].stop_reason:
+        setup = f"{job.history[-1].stop_reason[0].upper()}{job.history[-1].stop_reason[1:]}.\n\n{setup}"
     if job.status == "failed":
         setup = f"**{job.error}**\n\nChange the dataset or the starting weights and click **Train** again.\n\n{setup}"
     elif job.error:  # interrupted by a restart, or stopped at the GPU time limit

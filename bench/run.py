@@ -4,6 +4,8 @@ same data, weights, epochs and machine, in one run, with the bare compute bounds
     python -m bench.run                      # 25 epochs, fixed + finetune, mobilenet_v2 stand-in weights
     python -m bench.run --timing-epochs 3    # also ResNet-18 (random weights) timing runs of both loops
     python -m bench.run --skip-reference     # reuse the reference figures from the previous JSON
+    python -m bench.run --modes finetune --skip-reference --last-blocks 5 12 --recipe-seeds 0 1 2
+                                             # + the last-blocks mode and three seeds of the default fine-tune
 
 Writes bench/results/<cpu|cuda>.json and bench/results/RESULTS.md (a table per JSON in that folder).
 Both trainings are subprocesses, run one after the other, timed from spawn to exit; each stdout line
@@ -41,6 +43,7 @@ ACC_ARCH = "mobilenet_v2"  # the only architecture with real (stand-in) ImageNet
 REF_BATCH = 4
 REF_VAL = re.compile(r"^epoch (\d+) val loss \S+ acc ([\d.]+)")      # reference epochs are 0-based
 REF_TOOK = re.compile(r"^epoch (\d+) took ([\d.]+)s")
+KEPT = "<!-- kept by bench.run: everything below is written by hand -->"
 OUR_VAL = re.compile(r"^epoch\s+(\d+)/\d+\s.*val loss \S+ acc ([\d.]+)")
 
 
@@ -83,18 +86,47 @@ def run_reference(args, arch: str, mode: str, epochs: int, weights: Path | None)
             "best_val_acc": final["best_val_acc"], "epochs": list(per_epoch.values())}
 
 
-def run_project(args, arch: str, mode: str, epochs: int, weights: Path | None, ckpt_dir: str) -> dict:
+def run_project(args, arch: str, mode: str, epochs: int | None, weights: Path | None, ckpt_dir: str,
+                extra: tuple[str, ...] = ()) -> dict:
+    """Our CLI's run; `epochs` None: the default's, `extra`: more train options."""
     cmd = [sys.executable, "-m", "bees_ants", "train", "--data-dir", str(args.data_dir), "--arch", arch,
-           "--mode", mode, "--epochs", str(epochs), "--backbone-weights", str(weights or "none"),
-           "--device", args.device.type, "--out-dir", ckpt_dir, "--json"]
-    wall, lines = run_process(cmd, f"project {arch} {mode}")
+           "--mode", mode, "--backbone-weights", str(weights or "none"),
+           "--device", args.device.type, "--out-dir", ckpt_dir, "--json", *extra]
+    cmd += ["--epochs", str(epochs)] if epochs else []
+    wall, lines = run_process(cmd, f"project {arch} {mode} {' '.join(extra)}".strip())
     final = last_json(lines)
     arrival = {int(m[1]): round(t, 2) for t, text in lines if (m := OUR_VAL.match(text))}
     if len(arrival) != len(final["history"]):  # time-to-accuracy needs every epoch line's arrival time
         sys.exit("bench: could not parse the project's epoch lines (has format_record changed?)")
+    history = final["history"]
     return {"wall_s": round(wall, 2), "best_val_acc": final["best_val_acc"], "checkpoint": final["checkpoint"],
+            "best_epoch": final["best_epoch"], "cache": history[-1].get("cache", ""),
+            "stop_reason": history[-1].get("stop_reason", ""),
             "epochs": [{"epoch": r["epoch"], "val_acc": r["val_acc"], "t": arrival.get(r["epoch"]),
-                        "seconds": round(r["seconds"], 2)} for r in final["history"]]}
+                        "seconds": round(r["seconds"], 2)} for r in history]}
+
+
+def run_last_blocks(args, full: dict, ckpt_dir: str) -> list[dict]:
+    """The last-blocks mode for each k of --last-blocks: fine-tune only the last k blocks on cached
+    activations, against `full`, a whole-network fine-tune of the same epochs in this same run."""
+    rows = []
+    for k in args.last_blocks:
+        ours = run_project(args, ACC_ARCH, "finetune", args.epochs, args.weights, ckpt_dir, ("--train-blocks", str(k)))
+        rows.append({"train_blocks": k, "run": ours, "epoch_s": median_epoch_s(ours),
+                     "per_epoch_vs_full": round(median_epoch_s(full) / median_epoch_s(ours), 2),
+                     "wall_vs_full": round(full["wall_s"] / ours["wall_s"], 2)})
+    return rows
+
+
+def run_recipe(args, ckpt_dir: str) -> dict:
+    """The default fine-tune (every setting at TrainConfig's default) for each seed of --recipe-seeds."""
+    runs = {seed: run_project(args, ACC_ARCH, "finetune", None, args.weights, ckpt_dir, ("--seed", str(seed)))
+            for seed in args.recipe_seeds}
+    best = [r["best_val_acc"] for r in runs.values()]
+    return {"config": {k: v for k, v in vars(TrainConfig(data_dir="")).items()
+                       if k not in ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from")},
+            "runs": {str(s): r for s, r in runs.items()}, "min": min(best), "max": max(best),
+            "spread": round(max(best) - min(best), 4)}
 
 
 def time_to_acc(run: dict, threshold: float) -> float | None:
@@ -266,6 +298,16 @@ def targets(res: dict) -> list[dict]:
             add("finetune: best val acc", ">= 0.95", f"{ours['best_val_acc']:.4f}", ours["best_val_acc"] >= 0.95, r)
         if r["kind"] == "timing" and r["mode"] == "finetune" and r["arch"] == "resnet18" and res["device"] == "cuda":
             add("GPU resnet18 finetune vs reference", ">= 10x faster", f"{r['speedup']:.1f}x", r["speedup"] >= 10, r)
+    for row in res.get("last_blocks", []):
+        ratio, full = row["per_epoch_vs_full"], res["last_blocks_full"]["best_val_acc"]
+        add(f"last {row['train_blocks']} blocks: per-epoch time vs full fine-tune", ">= 5x less", f"{ratio:.1f}x",
+            ratio >= 5)
+        add(f"last {row['train_blocks']} blocks: best val acc vs full fine-tune", f">= {full:.4f}",
+            f"{row['run']['best_val_acc']:.4f}", row["run"]["best_val_acc"] >= full - 1e-9)
+    if recipe := res.get("recipe"):
+        add(f"default fine-tune, seeds {', '.join(recipe['runs'])}: every best val acc", ">= 0.95",
+            f"min {recipe['min']:.4f}", recipe["min"] >= 0.95)
+        add("default fine-tune: spread over the seeds", "<= 0.015", f"{recipe['spread']:.4f}", recipe["spread"] <= 0.015)
     if res.get("prediction"):
         b = res["prediction"]["batch"]
         add(f"prediction: {res['prediction']['files']} files end to end vs bare forward", "<= 1.3x",
@@ -323,6 +365,28 @@ def markdown(res: dict) -> str:
         for mode, run in runs + [("progressive (fixed 5 epochs, then fine-tune)", prog)]:
             lines.append(f"| {mode} | {len(run['epochs'])} | {run['wall_s']:.1f} | {run['best_val_acc']:.4f} "
                          f"| {fmt(time_to_acc(run, 0.95))} |")
+    if rows := res.get("last_blocks"):
+        full = res["last_blocks_full"]
+        lines += ["", "### Training only the last blocks on cached activations (ours; mobilenet_v2, stand-in "
+                  "weights; per epoch: median of epochs 2..N; epoch 1 also fills the cache)", "",
+                  "| run | epochs | wall s | s/epoch | epoch 1 s | per epoch vs full (x less) | wall vs full (x less) "
+                  "| best val acc | cache |", "|---|---|---|---|---|---|---|---|---|",
+                  f"| full fine-tune | {len(full['epochs'])} | {full['wall_s']:.1f} | {median_epoch_s(full):.1f} "
+                  f"| {full['epochs'][0]['seconds']:.1f} | 1.0 | 1.0 | {full['best_val_acc']:.4f} | — |"]
+        for row in rows:
+            run = row["run"]
+            lines.append(f"| last {row['train_blocks']} blocks | {len(run['epochs'])} | {run['wall_s']:.1f} "
+                         f"| {row['epoch_s']:.1f} | {run['epochs'][0]['seconds']:.1f} | {row['per_epoch_vs_full']:.1f} "
+                         f"| {row['wall_vs_full']:.1f} | {run['best_val_acc']:.4f} | {run['cache']} |")
+    if recipe := res.get("recipe"):
+        cfg = recipe["config"]
+        lines += ["", "### Recipe: the default fine-tune, every seed (ours; mobilenet_v2, stand-in weights)", "",
+                  "Settings: " + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("arch", "mode", "seed")),
+                  "", "| seed | epochs run | best val acc | best epoch | wall s | stopped |", "|---|---|---|---|---|---|"]
+        for seed, run in recipe["runs"].items():
+            lines.append(f"| {seed} | {len(run['epochs'])} | {run['best_val_acc']:.4f} | {run['best_epoch']} "
+                         f"| {run['wall_s']:.1f} | {run['stop_reason'] or '—'} |")
+        lines.append(f"| **all** | | min {recipe['min']:.4f}, max {recipe['max']:.4f}, spread {recipe['spread']:.4f} | | | |")
     if p := res.get("prediction"):
         lines += ["", f"### Prediction ({p['checkpoint_arch']}, decode → preprocess → forward → labels, "
                   f"{p['errors']} file errors)", "", "| what | end to end | bare forward | ratio |", "|---|---|---|---|",
@@ -342,10 +406,13 @@ def write_results_md(out: Path) -> None:
 
     runs = [markdown(json.loads(p.read_text())) for p in sorted(out.glob("*.json")) if p.name != memory.JSON_NAME]
     extra = [memory.markdown(json.loads((out / memory.JSON_NAME).read_text()))] if (out / memory.JSON_NAME).exists() else []
-    (out / "RESULTS.md").write_text(
+    results = out / "RESULTS.md"
+    old = results.read_text() if results.exists() else ""
+    kept = old[old.index(KEPT):] if KEPT in old else ""  # records of runs made by hand (the recipe sweep)
+    results.write_text(
         "# Benchmark: tutorial loop vs bees_ants\n\nGenerated by `python -m bench.run` and `python -m bench.memory` "
         "(see bench/run.py and bench/memory.py for what each figure means). Ratios are within one run on one "
-        "machine.\n\n" + "\n".join(runs + extra))
+        "machine.\n\n" + "\n".join(runs + extra) + (f"\n{kept}" if kept else ""))
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -358,6 +425,11 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", nargs="+", choices=("fixed", "finetune"), default=["fixed", "finetune"])
     ap.add_argument("--progressive", action="store_true",
                     help="also run the progressive mode (ours only) to compare the three modes at equal epochs")
+    ap.add_argument("--last-blocks", type=int, nargs="*", default=[], metavar="K",
+                    help="also train only the last K blocks (for each K; ours only, --epochs epochs), against a full "
+                    "fine-tune of the same epochs (the finetune run's, or one run for this)")
+    ap.add_argument("--recipe-seeds", type=int, nargs="*", default=[], metavar="SEED",
+                    help="also run the default fine-tune (TrainConfig's settings) with each seed")
     ap.add_argument("--timing-arch", default="resnet18")
     ap.add_argument("--timing-epochs", type=int, default=0, help="random-weight timing runs (0: skip)")
     ap.add_argument("--skip-reference", action="store_true", help="reuse reference results from the last JSON")
@@ -418,6 +490,13 @@ def main(argv=None) -> int:
             files = [val[i * len(val) // 32] for i in range(32)]  # spread over both classes
             print("measuring prediction latency and throughput …", flush=True)
             res["prediction"] = measure_prediction(ckpt, files, args.device, args.reps)
+    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt_dir:
+        if args.last_blocks:
+            full = next((r["project"] for r in res["runs"] if r["kind"] == "accuracy" and r["mode"] == "finetune"), None)
+            res["last_blocks_full"] = full or run_project(args, ACC_ARCH, "finetune", args.epochs, args.weights, ckpt_dir)
+            res["last_blocks"] = run_last_blocks(args, res["last_blocks_full"], ckpt_dir)
+        if args.recipe_seeds:
+            res["recipe"] = run_recipe(args, ckpt_dir)
     if args.progressive:  # the third mode has no tutorial counterpart: ours only, same epochs
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as ckpt_dir:
             res["progressive"] = run_project(args, ACC_ARCH, "progressive", args.epochs, args.weights, ckpt_dir)

@@ -163,8 +163,8 @@ def test_progress_is_reported_within_epochs(tiny_dataset, tmp_path, mode):
     stages = [stage for stage, _, _ in runs]
     steps = len(batch_slices(16, 4))
     if mode == "fixed":
-        assert stages == ["decoding images", "caching train features", "caching val features", "training", "training"]
-        assert [total for _, _, total in runs] == [24, 16, 8, steps, steps]
+        assert stages == ["decoding images", "caching train features", "training", "caching val features", "training"]
+        assert [total for _, _, total in runs] == [24, 16, steps, 8, steps]
     else:
         assert stages == ["decoding images", "training", "training"]
         assert runs[1][1] == list(range(1, steps + 1))

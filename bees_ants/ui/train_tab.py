@@ -10,7 +10,7 @@ import gradio as gr
 from .. import catalog, views
 from ..catalog import Settings
 from ..checkpoint import CheckpointError
-from ..config import ARCHS, MODES, TrainConfig
+from ..config import ARCHS, MODES, OPTIMIZERS, TrainConfig
 from ..data import DatasetDownloadError
 from ..device import describe_device, pick_device
 from ..errors import UserError
@@ -18,6 +18,7 @@ from ..importer import import_zip
 from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
+from ..train import resume_config, resume_path
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
@@ -174,9 +175,20 @@ class TrainTab:
                     frozen_in = gr.Number(DEFAULTS.frozen_epochs, label="Frozen epochs (progressive mode only: "
                                           "head-only epochs before unfreezing)", precision=0, minimum=1, maximum=1000,
                                           elem_id="frozen-epochs")
+                    with gr.Row():
+                        optimizer_in = gr.Radio([("SGD", "sgd"), ("AdamW", "adamw")], value=DEFAULTS.optimizer,
+                                                label="Optimizer", elem_id="optimizer")
+                        patience_in = gr.Number(DEFAULTS.patience, label="Patience (0: off)",
+                                                info="early stopping: epochs without a lower val loss",
+                                                precision=0, minimum=0, maximum=1000, elem_id="patience")
+                    blocks_in = gr.Number(DEFAULTS.train_blocks, label="Train only the last blocks (0: all)",
+                                          info="fine-tune/progressive: the blocks before them are frozen and run "
+                                               "once per cached view, several times faster", precision=0, minimum=0,
+                                          maximum=100, elem_id="train-blocks")
                 gr.Markdown(device_note(jobs), elem_id="device")
                 with gr.Row():
                     train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+                    self.resume_btn = gr.Button("Resume", visible=False, elem_id="resume-btn")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
                 self.notice = gr.Markdown(label="notice", elem_id="notice")
                 cancel_btn.click(self.cancel, None, self.notice, api_name="cancel", concurrency_limit=None)
@@ -190,14 +202,17 @@ class TrainTab:
                 self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
                                      visible=False, elem_id="val-grid")
             self.seen = gr.State(-1)
+            # The checkpoint of the visitor's latest run when it can resume: what the Resume button
+            # sends. A hidden textbox rather than a State, so /resume takes a path from API clients too.
+            self.resumable = gr.Textbox(visible=False, elem_id="resumable")
             self.timer = gr.Timer(ACTIVE_TICK_S)  # the first tick draws the job, then sets the pace
             api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
 
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
-                    *models.outputs]
+                    self.resume_btn, self.resumable, *models.outputs]
         self.job_view_outputs = job_view
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
-                       gamma_in, frozen_in]
+                       gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
         # One writer of the job view per page: the timer. Its renders must not race another
         # handler's: Gradio applies outputs in the order handlers finish, so a stream that drew
         # epoch 24 could be overwritten by a tick that started earlier with epoch 15.
@@ -216,6 +231,9 @@ class TrainTab:
         api.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
                   trigger_mode="multiple", show_progress="hidden")
         api.click(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
+        # The page's Resume button and API clients: continue one of the caller's own stopped runs.
+        self.resume_btn.click(self.resume, self.resumable, [self.notice, self.timer], api_name="resume", concurrency_limit=None,
+                              show_progress="hidden")
         # For API clients: the caller's job as it is now, at once.
         api.click(self.current, None, job_view, api_name="status", concurrency_limit=None, show_progress="hidden")
 
@@ -225,27 +243,30 @@ class TrainTab:
                  self.curves: views.training_curves(job), self.table: views.history_table(job),
                  self.result: views.result_markdown(job), self.grid: val_grid(job),
                  self.seen: job.version if job else 0}
+        resumable = job is not None and not job.active and job.checkpoint_path and resume_path(job.checkpoint_path).is_file()
+        shown.update({self.resume_btn: gr.Button(visible=bool(resumable)),
+                      self.resumable: job.checkpoint_path if resumable else ""})
         if job is not None and not job.active:
             shown.update(self.models.for_visitor(visitor))
         return shown
 
     def start(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              request: gr.Request, profile: gr.OAuthProfile | None):
+              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
         """The page's Train button: start the job and answer with a notice; the timer draws it.
         On ZeroGPU the run belongs to this request, so it is held open until the run ends."""
         visitor = self.visitors.of(request, profile)
         job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs)
+                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
         yield {self.notice: notice, **({self.timer: gr.Timer(ACTIVE_TICK_S)} if job is not None else {})}
         if job is not None and self.jobs.request_bound:
             for _ in self.held(visitor, job):
                 yield {}  # nothing to draw: the timer does
 
     def submit(self, visitor: Visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size,
-               gamma, frozen_epochs) -> tuple[Job | None, str]:
+               gamma, frozen_epochs, optimizer, train_blocks, patience) -> tuple[Job | None, str]:
         """(the job, "") or (None, why it was not started)."""
         try:
-            if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs):
+            if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs, train_blocks, patience):
                 raise UserError("every training setting needs a value")
             choice = catalog.find_dataset(self.settings, visitor, dataset)
             config = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
@@ -253,6 +274,8 @@ class TrainTab:
                                  lr=_number(float, lr), momentum=_number(float, momentum),
                                  batch_size=_number(int, batch_size), step_size=_number(int, step_size),
                                  gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
+                                 optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
+                                 train_blocks=_number(int, train_blocks), patience=_number(int, patience),
                                  backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
                                  out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
@@ -265,17 +288,36 @@ class TrainTab:
         return job, ""
 
     def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              request: gr.Request, profile: gr.OAuthProfile | None):
+              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
         """/train for API clients: start the job, then stream its view until it is over."""
         visitor = self.visitors.of(request, profile)
         job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs)
+                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
         if job is None:
             yield {self.notice: notice}
             return
         yield {self.notice: "", **self.job_view(job, visitor)}
         for job in self.held(visitor, job):
             yield self.job_view(job, visitor)
+
+    def resume(self, checkpoint, request: gr.Request, profile: gr.OAuthProfile | None):
+        """Continue one of the visitor's own stopped runs from its resume state, through the same
+        queue as a new run. The page's timer draws it, as after Train."""
+        visitor = self.visitors.of(request, profile)
+        try:
+            path = catalog.resumable_checkpoint(self.settings, visitor, checkpoint)
+            config = resume_config(path)
+            catalog.find_dataset(self.settings, visitor, config.data_dir)  # still one the visitor may use
+            job = self.jobs.submit(visitor.key, config)
+        except UserError as e:
+            gr.Warning(f"Not resumed: {e}")
+            yield {self.notice: f"⚠ **Not resumed:** {e}"}
+            return
+        yield {self.notice: "▶ Resuming: the run continues after its last finished epoch.",
+               self.timer: gr.Timer(ACTIVE_TICK_S)}
+        if self.jobs.request_bound:
+            for _ in self.held(visitor, job):
+                yield {}
 
     def held(self, visitor: Visitor, job: Job):
         """The job's changes until it is over. On ZeroGPU the run belongs to the request that
