@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import COLOURS, write_image
-from test_e2e_browser import ARGS, CHROMIUM, LONG, SCREENS, choose, expect, set_up_training, sync_api
+from test_e2e_browser import ARGS, CHROMIUM, LONG, SCREENS, expect, set_up_training, sync_api
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 # Chromium's fake camera: a moving test pattern, granted without a permission prompt.
