@@ -12,7 +12,7 @@ downloads model.safetensors and config.json into the Hub cache, validates every 
 it uses, and gives a `Checkpoint` the Predictor takes like a local one; a state dict that does
 not fit the config's architecture is refused when the model is built.
 
-huggingface_hub comes with gradio; safetensors is an optional extra (requirements-extras.txt).
+huggingface_hub comes with gradio; safetensors is in requirements.txt.
 Both the endpoint (HF_ENDPOINT) and the cache (HF_HOME, HF_HUB_CACHE) follow huggingface_hub's
 environment variables.
 """
@@ -154,7 +154,7 @@ def write_model_folder(checkpoint: str | os.PathLike | Checkpoint, folder: str |
     st.torch.save_file({k: v.contiguous() for k, v in ckpt.state_dict.items()}, folder / WEIGHTS, metadata={"format": "pt"})
     (folder / CONFIG).write_text(json.dumps(config, indent=2))
     (folder / CARD).write_text(model_card(repo_id, config, evaluation))
-    views.checkpoint_figure(ckpt.meta).savefig(folder / CURVES, dpi=100)
+    views.curves_figure(ckpt.meta).savefig(folder / CURVES, dpi=100)
     if evaluation:
         views.confusion_figure(evaluation).savefig(folder / CONFUSION, dpi=100)
     return folder

@@ -275,6 +275,27 @@ def checkpoint_curves(meta: dict) -> str:
     return curves_html([(None, history)], len(history), "no epochs recorded", frozen)
 
 
+def curves_figure(meta: dict) -> Figure:
+    """A saved model's curves as a matplotlib figure, for files shown where no SVG is (the Hub
+    model card's PNG): loss and accuracy per epoch, train vs val, the best val epoch starred."""
+    history = history_of(meta)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    for ax, title, key in zip(fig.subplots(1, 2), ("Loss", "Accuracy"), ("loss", "acc")):
+        x = [r.epoch for r in history]
+        ax.plot(x, [getattr(r, f"train_{key}") for r in history], "o-", color=TRAIN_COLOR, ms=4, label="train")
+        ax.plot(x, [getattr(r, f"val_{key}") for r in history], "s-", color=VAL_COLOR, ms=4, label="val")
+        ax.set_title(title, fontsize=12, loc="left", fontweight="bold")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        if key == "acc" and history:
+            best = history[-1]
+            ax.plot([best.best_epoch], [best.best_val_acc], "*", color=VAL_COLOR, ms=15, mec="black", mew=0.6,
+                    label=f"best val {best.best_val_acc:.1%} (epoch {best.best_epoch})")
+            ax.legend(frameon=False)
+    return fig
+
+
 def result_markdown(job: Job | None) -> str:
     """After a run: best accuracy and where the checkpoint went."""
     if job is None or job.active or job.status == "failed":

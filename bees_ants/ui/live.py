@@ -55,13 +55,13 @@ class LiveView:
                                   label="Paste an image (clipboard) or drop one", elem_id="paste")
                 pasted_label = gr.Label(num_top_classes=TOP_CLASSES, label="Pasted image: top classes",
                                         elem_id="paste-label")
-        camera.stream(self.classify, [models.predict, camera], live, stream_every=STREAM_EVERY,
+        camera.stream(self.classify_frame, [models.predict, camera], live, stream_every=STREAM_EVERY,
                       time_limit=TIME_LIMIT, concurrency_limit=LIVE_STREAMS, concurrency_id="live",
                       show_progress="hidden", api_visibility="private")
-        pasted.change(self.classify, [models.predict, pasted], pasted_label, api_name="classify_one",
+        pasted.change(self.classify_frame, [models.predict, pasted], pasted_label, api_name="classify_one",
                       concurrency_id="inference")
 
-    def classify(self, model: str, image, request: gr.Request, profile: gr.OAuthProfile | None):
+    def classify_frame(self, model: str, image, request: gr.Request, profile: gr.OAuthProfile | None):
         """A frame (PIL) or an image file -> its top classes with their confidences."""
         if image is None:
             return None
