@@ -408,14 +408,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="stop after this many epochs without a lower val loss "
                    f"(default {d.patience}: never stop early)")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
-                   help="RAM for decoded images and cached activations (default: BEES_ANTS_MEMORY_BUDGET_MB, "
-                   "else half of the available memory)")
+                   help="RAM for decoded images and cached activations; a dataset larger than it streams from "
+                   "disk each epoch (default: BEES_ANTS_MEMORY_BUDGET_MB, else half of the available memory)")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue the interrupted run that wrote CHECKPOINT, "
                    "with its settings, optimizer state and epoch count (other options are ignored)")
     t.add_argument("--seed", type=int, help=f"(default {d.seed})")
-    t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
-                   help="RAM for decoded images; a larger set streams from disk each epoch "
-                        "(default BEES_ANTS_MEMORY_BUDGET_MB, else half the available memory)")
     t.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--out-dir", dest="out_dir", help=f"where checkpoints go (default {weights_dir}/; "
                    "BEES_ANTS_WEIGHTS_DIR sets it)")
