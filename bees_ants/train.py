@@ -506,7 +506,8 @@ class TrainingRun:
             "mode": cfg.mode,
             "preprocessing": asdict(self.preprocessing),
             "hyperparameters": {k: v for k, v in asdict(cfg).items()
-                                if k not in ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from")},
+                                if k not in ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from",
+                                             "memory_budget_mb")},
             "history": [asdict(r) for r in self.history],
             "best": {"val_acc": best.val_acc, "val_loss": best.val_loss, "epoch": best.epoch},
             "status": self.status,

@@ -111,7 +111,7 @@ def test_a_job_speeds_the_timer_up_and_its_end_slows_it_down(tab, tmp_path):
 
 def test_the_train_button_starts_the_fast_timer_and_a_refusal_does_not(tab, tmp_path):
     settings = tab.settings
-    args = [str(settings.dataset_dirs[0]), "resnet18", "fixed", "none", 2, 0.02, 0.9, 4, 7, 0.1, 5]
+    args = [str(settings.dataset_dirs[0]), "resnet18", "fixed", "none", 2, 0.02, 0.9, 4, 7, 0.1, 5, "sgd", 0, 0]
     request = gr.Request(session_hash="page-one")
     refused = next(tab.start(*args[:2], "sideways", *args[3:], request, None))
     assert "Not started" in refused[tab.notice] and tab.timer not in refused

@@ -27,11 +27,11 @@ def test_a_visitor_resumes_their_own_cancelled_run_and_no_one_elses(served_app):
     done = len(rows(stopped["history"]))
 
     # another visitor naming it is refused, with the words used for anything not theirs
-    refused = other.predict(checkpoint, api_name="/resume")
+    refused, _ = other.predict(checkpoint, api_name="/resume")  # (notice, the page's timer)
     assert "Not resumed" in refused and "your own" in refused
     assert call(other, "status")["status"].startswith("**No training yet.**")
 
-    assert "Resuming" in owner.predict(checkpoint, api_name="/resume")
+    assert "Resuming" in owner.predict(checkpoint, api_name="/resume")[0]
     for _ in owner.submit(api_name="/follow"):  # returns once the resumed job is over
         pass
     final = call(owner, "status")
