@@ -14,8 +14,8 @@ import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .config import (ARCHS, DEFAULT_ARCH, LR_SCHEDULES, MODES, OPTIMIZERS, PRESETS, ConfigError, TrainConfig,
-                     apply_preset)
+from .config import (ARCHS, DEFAULT_ARCH, LR_SCHEDULES, MODE_DEFAULTS, MODES, OPTIMIZERS, PRESETS, ConfigError,
+                     TrainConfig, apply_preset, for_mode)
 from .errors import UserError
 from .settings import Settings
 
@@ -107,8 +107,10 @@ def choose_mode(device) -> tuple[str, str]:
 def train_config(args, settings: Settings) -> tuple[TrainConfig, str]:
     """The TrainConfig the options ask for (data_dir as given, mode as given or the default) and a
     note on where the backbone weights came from. Options given win over --preset, which wins over
-    TrainConfig's defaults; locations come from `settings`."""
+    the mode's defaults (config.MODE_DEFAULTS), which win over TrainConfig's; locations come from `settings`."""
     base = TrainConfig(data_dir="", out_dir=str(settings.weights_dir))
+    if args.mode:
+        base = for_mode(base, args.mode)
     if args.preset:
         base = apply_preset(base, args.preset)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
@@ -144,8 +146,8 @@ def cmd_train(args) -> int:
         raise ConfigError(f"--device {config.device}: {e}") from None
     mode_note = None
     if args.mode is None:
-        mode, mode_note = choose_mode(device)
-        config = replace(config, mode=mode)
+        args.mode, mode_note = choose_mode(device)
+        config, weights_note = train_config(args, settings)  # with that mode's defaults
     weights = config.backbone_weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():  # before minutes of decoding
         raise ModelError(f"backbone weights file '{weights}' does not exist")
@@ -382,9 +384,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    "options given with it still win")
     t.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"sgd (the tutorial's) or adamw (default {d.optimizer})")
-    t.add_argument("--lr", type=float, help=f"learning rate of the new head (default {d.lr})")
+    ft = MODE_DEFAULTS["finetune"]
+    t.add_argument("--lr", type=float, help=f"learning rate of the new head (default {d.lr}; finetune {ft['lr']})")
     t.add_argument("--backbone-lr-scale", type=float, dest="backbone_lr_scale",
-                   help=f"the pretrained layers learn at lr x this (default {d.backbone_lr_scale})")
+                   help=f"the pretrained layers learn at lr x this (default {d.backbone_lr_scale}; "
+                   f"finetune {ft['backbone_lr_scale']})")
     t.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
     t.add_argument("--label-smoothing", type=float, dest="label_smoothing",
                    help=f"of the training loss (default {d.label_smoothing})")

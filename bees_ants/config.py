@@ -75,6 +75,20 @@ class TrainConfig:
             raise ConfigError("need 0 < backbone_lr_scale <= 1 and 0 <= label_smoothing < 1")
 
 
+# What a mode trains with unless the setting is given (a CLI option, the app's form, a preset),
+# measured on ants/bees with the MobileNetV2 stand-in weights, seeds 0, 1, 2 (bench/results/RESULTS.md,
+# "Recipe"). Fine-tuning every layer at the tutorial's one rate (0.001) peaks at 0.948/0.954/0.941
+# in 10 epochs; the new head at 10x the pretrained layers' rate (0.01 vs 0.001) learns in the first
+# epochs while the backbone moves gently: 0.954/0.961/0.961. The fixed extractor keeps 0.001 (at
+# 0.01 its best falls from 0.967 to 0.954-0.961).
+MODE_DEFAULTS = {"finetune": {"lr": 0.01, "backbone_lr_scale": 0.1}}
+
+
+def for_mode(config: TrainConfig, mode: str, given=()) -> TrainConfig:
+    """`config` switched to `mode`, with that mode's defaults for every setting not in `given`."""
+    return replace(config, mode=mode, **{k: v for k, v in MODE_DEFAULTS.get(mode, {}).items() if k not in given})
+
+
 # The tutorial's exact recipe; `fixed` then recomputes train features every epoch, as it does.
 PRESETS = {"tutorial": dict(epochs=25, lr=0.001, momentum=0.9, batch_size=4, step_size=7, gamma=0.1,
                             feature_views=25, optimizer="sgd", backbone_lr_scale=1.0, label_smoothing=0.0,

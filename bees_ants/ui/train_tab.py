@@ -10,7 +10,7 @@ import gradio as gr
 from .. import catalog, views
 from ..catalog import Settings
 from ..checkpoint import CheckpointError
-from ..config import ARCHS, MODES, OPTIMIZERS, TrainConfig
+from ..config import ARCHS, MODES, OPTIMIZERS, TrainConfig, for_mode
 from ..data import DatasetDownloadError
 from ..device import describe_device, pick_device
 from ..errors import UserError
@@ -163,8 +163,9 @@ class TrainTab:
                         batch_in = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0, minimum=1,
                                              maximum=512, elem_id="batch-size")
                     with gr.Row():
-                        lr_in = gr.Number(DEFAULTS.lr, label="Learning rate", minimum=1e-7, maximum=10, step=0.0005,
-                                          elem_id="lr")
+                        lr_in = gr.Number(for_mode(DEFAULTS, mode_in.value).lr, label="Learning rate",
+                                          info="of the new head; fine-tuning trains the pretrained layers at a "
+                                               "tenth of it", minimum=1e-7, maximum=10, step=0.0005, elem_id="lr")
                         momentum_in = gr.Number(DEFAULTS.momentum, label="Momentum", minimum=0, maximum=0.999,
                                                 step=0.05, elem_id="momentum")
                     with gr.Row():
@@ -211,6 +212,8 @@ class TrainTab:
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     self.resume_btn, self.resumable, *models.outputs]
         self.job_view_outputs = job_view
+        # Each mode starts from its own learning rate (config.MODE_DEFAULTS): picking one sets it.
+        mode_in.input(lambda mode: for_mode(DEFAULTS, mode).lr, mode_in, lr_in, api_visibility="private")
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
         # One writer of the job view per page: the timer. Its renders must not race another
@@ -269,15 +272,17 @@ class TrainTab:
             if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs, train_blocks, patience):
                 raise UserError("every training setting needs a value")
             choice = catalog.find_dataset(self.settings, visitor, dataset)
-            config = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
-                                 mode=catalog.check_choice(mode, MODES, "mode"), epochs=_number(int, epochs),
-                                 lr=_number(float, lr), momentum=_number(float, momentum),
-                                 batch_size=_number(int, batch_size), step_size=_number(int, step_size),
-                                 gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
-                                 optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
-                                 train_blocks=_number(int, train_blocks), patience=_number(int, patience),
-                                 backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
-                                 out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
+            mode = catalog.check_choice(mode, MODES, "mode")
+            form = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
+                               epochs=_number(int, epochs), lr=_number(float, lr), momentum=_number(float, momentum),
+                               batch_size=_number(int, batch_size), step_size=_number(int, step_size),
+                               gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
+                               optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
+                               train_blocks=_number(int, train_blocks), patience=_number(int, patience),
+                               backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
+                               out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
+            # The form's rate; the pretrained layers' share of it is the mode's (config.MODE_DEFAULTS).
+            config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr"})
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
                                    prepare=functools.partial(prepare_run, choice, config) if needs else None)
