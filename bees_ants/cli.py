@@ -410,7 +410,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    "them run once per cached view (see feature views and the memory budget) "
                    f"(default {d.train_blocks}: every block)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without a lower val loss "
-                   f"(default {d.patience}: never stop early)")
+                   f"(default {d.patience}: never stop early; finetune {ft['patience']})")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
                    help="RAM for decoded images and cached activations; a dataset larger than it streams from "
                    "disk each epoch (default: BEES_ANTS_MEMORY_BUDGET_MB, else half of the available memory)")

@@ -179,7 +179,7 @@ class TrainTab:
                     with gr.Row():
                         optimizer_in = gr.Radio([("SGD", "sgd"), ("AdamW", "adamw")], value=DEFAULTS.optimizer,
                                                 label="Optimizer", elem_id="optimizer")
-                        patience_in = gr.Number(DEFAULTS.patience, label="Patience (0: off)",
+                        patience_in = gr.Number(for_mode(DEFAULTS, mode_in.value).patience, label="Patience (0: off)",
                                                 info="early stopping: epochs without a lower val loss",
                                                 precision=0, minimum=0, maximum=1000, elem_id="patience")
                     blocks_in = gr.Number(DEFAULTS.train_blocks, label="Train only the last blocks (0: all)",
@@ -212,8 +212,8 @@ class TrainTab:
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     self.resume_btn, self.resumable, *models.outputs]
         self.job_view_outputs = job_view
-        # Each mode starts from its own learning rate (config.MODE_DEFAULTS): picking one sets it.
-        mode_in.input(lambda mode: for_mode(DEFAULTS, mode).lr, mode_in, lr_in, api_visibility="private")
+        # Each mode starts from its own learning rate and patience (config.MODE_DEFAULTS): picking one sets them.
+        mode_in.input(self.mode_defaults, mode_in, [lr_in, patience_in], api_visibility="private")
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
         # One writer of the job view per page: the timer. Its renders must not race another
@@ -281,8 +281,8 @@ class TrainTab:
                                train_blocks=_number(int, train_blocks), patience=_number(int, patience),
                                backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
                                out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
-            # The form's rate; the pretrained layers' share of it is the mode's (config.MODE_DEFAULTS).
-            config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr"})
+            # The form's settings; the pretrained layers' share of the rate is the mode's (config.MODE_DEFAULTS).
+            config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr", "patience"})
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
                                    prepare=functools.partial(prepare_run, choice, config) if needs else None)
@@ -361,6 +361,11 @@ class TrainTab:
             return ("■ Cancel requested: a queued job leaves the queue; a running one stops after the current "
                     "batch and keeps its best checkpoint so far.")
         return "Nothing to cancel: you have no queued or running training job."
+
+    def mode_defaults(self, mode: str) -> tuple[float, int]:
+        """The learning rate and patience the form shows for `mode`."""
+        config = for_mode(DEFAULTS, mode if mode in MODES else DEFAULTS.mode)
+        return config.lr, config.patience
 
     def first_use(self, dataset: str, backbone: str, arch: str) -> str:
         return first_use_note(dataset, backbone, arch, self.settings)
