@@ -44,3 +44,14 @@ def running_app(settings: Settings, **launch_options):
         yield url
     finally:
         app.close()
+
+
+class FixedJob:
+    """Stands in for the job manager: the visitor's job changes only when the test says so."""
+    request_bound = False
+
+    def __init__(self, job):
+        self.job = job
+
+    def latest(self, owner):
+        return self.job

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 from gradio_client import Client
 
-from app_fixtures import app_settings
+from app_fixtures import FixedJob, app_settings
 from bees_ants import ui, views
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.datahash import dataset_hash
@@ -72,17 +72,6 @@ def test_names_from_metadata_are_escaped_in_the_drawing():
 
 # -- the page's timer ------------------------------------------------------------------------------
 
-class _Jobs:
-    """A job manager whose visitor's job changes only when the test says so."""
-    request_bound = False
-
-    def __init__(self, job):
-        self.job = job
-
-    def latest(self, owner):
-        return self.job
-
-
 @pytest.fixture
 def tab(tmp_path):
     app = ui.build_app(app_settings(tmp_path))
@@ -90,7 +79,7 @@ def tab(tmp_path):
 
 
 def test_an_idle_page_ticks_slowly_and_its_ticks_draw_nothing(tab):
-    tab.jobs = _Jobs(None)
+    tab.jobs = FixedJob(None)
     first = tab.tick(-1, None, None)  # a new page: draws "no training yet" once, then slows down
     assert "No training yet" in first[tab.status] and first[tab.timer].value == IDLE_TICK_S
     for _ in range(50):
@@ -100,7 +89,7 @@ def test_an_idle_page_ticks_slowly_and_its_ticks_draw_nothing(tab):
 def test_a_job_speeds_the_timer_up_and_its_end_slows_it_down(tab, tmp_path):
     job = Job(id=1, owner="v", config=TrainConfig(data_dir=str(tmp_path)), device="cpu", submitted=0.0,
               status="queued", version=3)
-    tab.jobs = _Jobs(job)
+    tab.jobs = FixedJob(job)
     drawn = tab.tick(0, None, None)  # another tab of this browser started it: seen within IDLE_TICK_S
     assert drawn[tab.timer].value == ACTIVE_TICK_S and drawn[tab.seen] == 3
     assert set(tab.tick(3, None, None)) == {tab.status}  # the clock moved: the status line alone

@@ -8,7 +8,7 @@ import torchvision.datasets.utils
 import torchvision.models._api
 from gradio_client import Client
 
-from app_fixtures import app_settings, running_app
+from app_fixtures import FixedJob, app_settings, running_app
 from bees_ants import catalog, ui
 from bees_ants.errors import UserError
 from bees_ants.ui.train_tab import first_use_note, prepare_run
@@ -115,17 +115,6 @@ def test_only_the_timer_draws_the_job_view_on_a_page(tmp_path):
             assert components[target]["props"]["visible"] is False
 
 
-class _Jobs:
-    """A job manager whose visitor's job changes only when the test says so."""
-    request_bound = False
-
-    def __init__(self, job):
-        self.job = job
-
-    def latest(self, owner):
-        return self.job
-
-
 def test_a_tick_draws_a_changed_job_and_otherwise_only_the_clock(tmp_path):
     from bees_ants.jobs import Job
     settings = app_settings(tmp_path)
@@ -133,7 +122,7 @@ def test_a_tick_draws_a_changed_job_and_otherwise_only_the_clock(tmp_path):
     tab = next(f for f in app.fns.values() if f.api_name == "tick").fn.__self__  # the TrainTab
     job = Job(id=1, owner="v", config=TrainConfig(data_dir=str(settings.dataset_dirs[0])), device="cpu",
               submitted=0.0, status="running", version=7, started=0.0)
-    tab.jobs = _Jobs(job)
+    tab.jobs = FixedJob(job)
     drawn = tab.tick(-1, None, None)
     assert drawn[tab.seen] == 7 and tab.curves in drawn
     assert set(tab.tick(7, None, None)) == {tab.status}  # same version: the elapsed time only
