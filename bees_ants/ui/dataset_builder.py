@@ -67,9 +67,10 @@ class DatasetBuilder:
     def draft(self, request: gr.Request, profile: gr.OAuthProfile | None) -> Draft:
         return catalog.draft(self.settings, self.visitors.of(request, profile))
 
-    def view(self, draft: Draft, selected, added: str = "") -> dict:
+    def view(self, draft: Draft, selected, added: str | None = None) -> dict:
         """The class list (`selected` picked, if it is one), the counts and the split to come, the
-        selected class's newest images, and what just happened."""
+        selected class's newest images, and what just happened (None: leave that line as it is, so
+        a redraw that finishes after a change does not wipe out what the change said)."""
         classes = draft.classes()
         selected = selected if selected in classes else (classes[0] if classes else None)
         newest = draft.images(selected)[:SHOWN_IMAGES] if selected else []
@@ -77,7 +78,7 @@ class DatasetBuilder:
                 self.table: views.draft_markdown(draft.split_preview()),
                 self.gallery: gr.Gallery(gallery_files([(views.thumbnail(str(p)), selected) for p in newest]),
                                          visible=bool(newest)),
-                self.added: added}
+                **({} if added is None else {self.added: added})}
 
     def changed(self, request, profile, change, selected=None, done: dict | None = None) -> dict:
         """Apply `change(draft)` -> (class to select, what happened) and show the draft, plus the
