@@ -38,11 +38,14 @@ def choose(page, elem_id, option):
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def set_up_training(page, mode, epochs, lr):
+def set_up_training(page, mode, epochs, lr, patience=0):
     choose(page, "arch", "resnet18")
     choose(page, "backbone", "none (random init)")  # ImageNet would need the internet
-    page.get_by_label(mode).check()
-    for elem_id, value in (("epochs", epochs), ("lr", lr), ("batch-size", 4)):
+    radio = page.get_by_label(mode)
+    if not radio.is_checked():  # picking a mode sets its own rate and patience: let that land first
+        radio.check()
+        expect(page.locator("#lr input")).to_have_value("0.01" if mode.startswith("fine-tune") else "0.001")
+    for elem_id, value in (("epochs", epochs), ("lr", lr), ("batch-size", 4), ("patience", patience)):
         page.locator(f"#{elem_id} input").fill(str(value))
 
 

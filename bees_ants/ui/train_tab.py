@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -212,8 +213,11 @@ class TrainTab:
         job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
                     self.resume_btn, self.resumable, *models.outputs]
         self.job_view_outputs = job_view
-        # Each mode starts from its own learning rate and patience (config.MODE_DEFAULTS): picking one sets them.
-        mode_in.input(self.mode_defaults, mode_in, [lr_in, patience_in], api_visibility="private")
+        # Each mode starts from its own learning rate and patience (config.MODE_DEFAULTS): picking one
+        # sets them, in the browser (no round trip that could land after the visitor typed a rate).
+        defaults = {m: [for_mode(DEFAULTS, m).lr, for_mode(DEFAULTS, m).patience] for m in MODES}
+        mode_in.input(None, mode_in, [lr_in, patience_in], js=f"(mode) => ({json.dumps(defaults)})[mode]",
+                      api_visibility="private")
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
                        gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
         # One writer of the job view per page: the timer. Its renders must not race another
@@ -361,11 +365,6 @@ class TrainTab:
             return ("■ Cancel requested: a queued job leaves the queue; a running one stops after the current "
                     "batch and keeps its best checkpoint so far.")
         return "Nothing to cancel: you have no queued or running training job."
-
-    def mode_defaults(self, mode: str) -> tuple[float, int]:
-        """The learning rate and patience the form shows for `mode`."""
-        config = for_mode(DEFAULTS, mode if mode in MODES else DEFAULTS.mode)
-        return config.lr, config.patience
 
     def first_use(self, dataset: str, backbone: str, arch: str) -> str:
         return first_use_note(dataset, backbone, arch, self.settings)
