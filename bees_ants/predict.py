@@ -109,19 +109,28 @@ class Predictor:
     def predict(self, items: list, batch_size: int | None = None, names: list[str] | None = None) -> list[Prediction]:
         """`items`: paths or file objects. Threads decode ahead while the model runs on the
         batches already decoded, so decoding hides behind the forward passes."""
+        def result(i, name, img, crop, err):
+            made = Prediction(name, error=err, image=img)
+            return made, None if crop is None else (made, crop)
+        return self._decoded_ahead(items, names, batch_size or inference_batch_size(self.device), result, self._label)
+
+    def _decoded_ahead(self, items: list, names: list[str] | None, batch_size: int, result, run) -> list:
+        """The one pipeline of `predict` and `explain`: threads decode `items` ahead of the model;
+        `result(i, name, image, crop, error)` -> (the item's result, what `run` needs of it or None
+        when unreadable); `run(batch)` gets those `batch_size` at a time. Returns every result."""
         names = names or [Path(str(getattr(i, "name", i))).name for i in items]
-        batch_size = batch_size or inference_batch_size(self.device)
         results, pending = [], []
         with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            for name, (img, crop, err) in zip(names, pool.map(self.prepare, items)):
-                results.append(Prediction(name, error=err, image=img))
-                if crop is not None:
-                    pending.append((results[-1], crop))
+            for i, (name, (img, crop, err)) in enumerate(zip(names, pool.map(self.prepare, items))):
+                made, work = result(i, name, img, crop, err)
+                results.append(made)
+                if work is not None:
+                    pending.append(work)
                 if len(pending) == batch_size:
-                    self._label(pending)
+                    run(pending)
                     pending = []
         if pending:
-            self._label(pending)
+            run(pending)
         return results
 
     def _label(self, batch: list[tuple[Prediction, torch.Tensor]]) -> None:
@@ -142,19 +151,10 @@ class Predictor:
         when given, else for the predicted class. An unreadable item gets its `error`, as in
         `predict`. The crops are the predictor's own, so a heatmap lies on the pixels the model saw.
         As in `predict`, threads decode ahead while the model runs."""
-        names = names or [Path(str(getattr(i, "name", i))).name for i in items]
-        results, pending = [], []
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            for k, (name, (_, crop, err)) in enumerate(zip(names, pool.map(self.prepare, items))):
-                results.append(Explanation(name, crop=crop, error=err))
-                if crop is not None:
-                    pending.append((results[-1], targets[k] if targets is not None else None))
-                if len(pending) == EXPLAIN_BATCH:
-                    self._heatmaps(pending)
-                    pending = []
-        if pending:
-            self._heatmaps(pending)
-        return results
+        def result(i, name, img, crop, err):
+            made = Explanation(name, crop=crop, error=err)
+            return made, None if crop is None else (made, targets[i] if targets is not None else None)
+        return self._decoded_ahead(items, names, EXPLAIN_BATCH, result, self._heatmaps)
 
     def _heatmaps(self, batch: list[tuple[Explanation, int | None]]) -> None:
         x = self.preprocessing.normalize(torch.stack([e.crop for e, _ in batch]).to(self.device))
