@@ -14,12 +14,21 @@ from .settings import DEFAULT_WEIGHTS_DIR
 ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
 DEFAULT_ARCH = "resnet18"
 MODES = ("finetune", "fixed", "progressive")
+MODE_LABELS = {"finetune": "fine-tune the whole network", "fixed": "fixed feature extractor",
+               "progressive": "fixed, then fine-tune (progressive)"}
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine")
 
 
 class ConfigError(UserError):
     """A training setting out of range; the message names it."""
+
+
+def mode_text(mode: str, frozen_epochs: int) -> str:
+    """A mode as people read it: in the app, the comparison table and the Hub model card."""
+    if mode == "progressive":
+        return f"fixed for {frozen_epochs} epochs, then fine-tune"
+    return MODE_LABELS.get(mode, mode)
 
 
 @dataclass

@@ -30,10 +30,10 @@ from huggingface_hub import EvalResult, HfApi, ModelCardData, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from . import views
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import ARCHS, MODES
+from .config import ARCHS, MODES, mode_text
 from .errors import MissingExtra, UserError
+from .figures import confusion_figure, curves_figure
 from .predict import Evaluation
 
 PREFIX = "hf://"
@@ -115,7 +115,7 @@ def model_card(repo_id: str, config: dict, evaluation: Evaluation | None) -> str
     classes = ", ".join(f"`{c}`" for c in config["class_names"])
     lines = [f"---\n{data.to_yaml()}\n---", f"# {repo_id.split('/')[-1]}",
              f"An ImageNet **{config['arch']}** trained with bees_ants "
-             f"({views.mode_text(config['mode'], hyper.get('frozen_epochs', '?'))}) to tell apart {classes}.",
+             f"({mode_text(config['mode'], hyper.get('frozen_epochs', '?'))}) to tell apart {classes}.",
              "## Metrics", "| metric | value |", "|---|---|"]
     if best:
         lines += [f"| best val accuracy | {best['val_acc']:.4f} (epoch {best['epoch']}) |",
@@ -154,9 +154,9 @@ def write_model_folder(checkpoint: str | os.PathLike | Checkpoint, folder: str |
     st.torch.save_file({k: v.contiguous() for k, v in ckpt.state_dict.items()}, folder / WEIGHTS, metadata={"format": "pt"})
     (folder / CONFIG).write_text(json.dumps(config, indent=2))
     (folder / CARD).write_text(model_card(repo_id, config, evaluation))
-    views.curves_figure(ckpt.meta).savefig(folder / CURVES, dpi=100)
+    curves_figure(ckpt.meta).savefig(folder / CURVES, dpi=100)
     if evaluation:
-        views.confusion_figure(evaluation).savefig(folder / CONFUSION, dpi=100)
+        confusion_figure(evaluation).savefig(folder / CONFUSION, dpi=100)
     return folder
 
 

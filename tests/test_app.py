@@ -12,13 +12,16 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app_fixtures import app_settings, dataset_zip, running_app
-from bees_ants import catalog, views
+from bees_ants import catalog
 from bees_ants.catalog import CatalogError, Settings
 from bees_ants.checkpoint import load_checkpoint, save_checkpoint
 from bees_ants.device import describe_device, pick_device
+from bees_ants.figures import confusion_figure
 from bees_ants.jobs import Job
 from bees_ants.predict import Evaluation
 from bees_ants.train import EpochRecord, TrainConfig
+from bees_ants.views.evaluation import evaluation_markdown, per_class_table
+from bees_ants.views.training import status_markdown
 from bees_ants.visitors import Visitor
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -388,13 +391,13 @@ def test_backbone_default_is_a_local_file_for_the_arch(tmp_path):
 def test_status_line_for_each_stage(tmp_path):
     job = Job(id=1, owner="someone", config=TrainConfig(data_dir=str(tmp_path / "bees"), epochs=4),
               device="CPU (2 threads)", submitted=0.0, started=0.0, status="running")
-    assert "epoch 1 of 4 running" in views.status_markdown(job, now=5.0)
+    assert "epoch 1 of 4 running" in status_markdown(job, now=5.0)
     job.history = [EpochRecord(1, 4, 0.7, 0.6, 0.5, 0.8, 0.001, 30.0, 0.8, 1)]
-    line = views.status_markdown(job, now=75.0)
+    line = status_markdown(job, now=75.0)
     assert "epoch 1 of 4 done" in line and "elapsed 1:15" in line and "ETA 1:30" in line and "80.0%" in line
     job.status, job.error, job.finished = "failed", "boom", 80.0
-    assert "Training failed" in views.status_markdown(job) and "boom" in views.status_markdown(job)
-    assert "No training yet" in views.status_markdown(None)
+    assert "Training failed" in status_markdown(job) and "boom" in status_markdown(job)
+    assert "No training yet" in status_markdown(None)
 
 
 def test_per_class_table_and_evaluation_summary():
@@ -402,10 +405,10 @@ def test_per_class_table_and_evaluation_summary():
                     confusion=[[3, 1, 0], [1, 2, 0], [1, 0, 0]], paths=[], true=[], predicted=[], confidence=[],
                     losses=[])
     ev.true = [0] * 4 + [1] * 3 + [2]  # only the counts matter for the table and the summary
-    table = views.per_class_table(ev).values.tolist()
+    table = per_class_table(ev).values.tolist()
     assert table == [["ants", 4, 3, "75.0%", "60.0%"], ["bees", 3, 2, "66.7%", "66.7%"],
                      ["wasps", 1, 0, "0.0%", "—"], ["all", 8, 5, "62.5%", ""]]
-    summary = views.evaluation_markdown(ev, {"best": {"val_acc": 0.75, "epoch": 3}})
+    summary = evaluation_markdown(ev, {"best": {"val_acc": 0.75, "epoch": 3}})
     assert "val accuracy 62.5% (5 of 8 images)" in summary and "**3 mistake(s)**" in summary
     assert "Recorded when it was trained: 75.0% (epoch 3)" in summary
-    assert views.confusion_figure(ev).axes[0].get_xlabel() == "predicted"
+    assert confusion_figure(ev).axes[0].get_xlabel() == "predicted"

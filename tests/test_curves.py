@@ -9,12 +9,15 @@ import pytest
 from gradio_client import Client
 
 from app_fixtures import FixedJob, app_settings
-from bees_ants import ui, views
+from bees_ants import ui
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.datahash import dataset_hash
 from bees_ants.jobs import Job
 from bees_ants.train import EpochRecord, TrainConfig, TrainingRun
 from bees_ants.ui.train_tab import ACTIVE_TICK_S, IDLE_TICK_S
+from bees_ants.views.comparison import comparison_curves, comparison_markdown, run_name
+from bees_ants.views.evaluation import checkpoint_curves
+from bees_ants.views.training import status_markdown, training_curves
 from conftest import make_dataset, small_config, write_image
 from test_app import call, train
 
@@ -39,7 +42,7 @@ def test_a_runs_curves_are_its_history_drawn_over_the_planned_epochs(tmp_path):
     config = TrainConfig(data_dir=str(tmp_path), mode="progressive", epochs=10, frozen_epochs=2)
     job = Job(id=1, owner="v", config=config, device="CPU", submitted=0.0, started=0.0, status="running",
               history=HISTORY)
-    drawn = plots(views.training_curves(job))
+    drawn = plots(training_curves(job))
     assert set(drawn) == {"Loss", "Accuracy"}
     assert points(drawn["Accuracy"]) == ["train · epoch 1: 50%", "train · epoch 2: 70%", "train · epoch 3: 80%",
                                          "val · epoch 1: 60%", "val · epoch 2: 80%", "val · epoch 3: 75%"]
@@ -50,23 +53,23 @@ def test_a_runs_curves_are_its_history_drawn_over_the_planned_epochs(tmp_path):
     best = next(t for t in drawn["Accuracy"].iter("text") if t.get("class") == "best")
     assert best.find("title").text == "best val acc 80.0% (epoch 2)"
     assert any(t.text == "unfrozen" for t in drawn["Loss"].iter("text"))
-    assert "fixed for 2 epochs, then fine-tune" in views.status_markdown(job)
+    assert "fixed for 2 epochs, then fine-tune" in status_markdown(job)
     # The saved model's curves are the same drawing, over the epochs it ran.
     meta = {"mode": "progressive", "history": [asdict(r) for r in HISTORY],
             "hyperparameters": {"epochs": 10, "frozen_epochs": 2}}
-    saved = plots(views.checkpoint_curves(meta))
+    saved = plots(checkpoint_curves(meta))
     assert points(saved["Accuracy"]) == points(drawn["Accuracy"])
     assert "9" not in [t.text for t in saved["Loss"].iter("text")]
 
 
 def test_no_history_says_why_the_plot_is_empty():
-    drawn = plots(views.training_curves(None))
+    drawn = plots(training_curves(None))
     assert points(drawn["Loss"]) == [] and any(t.text == "no epochs yet" for t in drawn["Loss"].iter("text"))
 
 
 def test_names_from_metadata_are_escaped_in_the_drawing():
     meta = {"arch": "resnet18", "mode": "fixed", "created": "2026-01-02T03:04:05", "history": [asdict(HISTORY[0])]}
-    html = views.comparison_curves([meta, {**meta, "arch": "<script>x</script>"}])
+    html = comparison_curves([meta, {**meta, "arch": "<script>x</script>"}])
     assert "<script>" not in html and ET.fromstring(html) is not None
 
 
@@ -146,7 +149,7 @@ def test_compare_shows_two_runs_on_one_plot_and_what_differs(two_runs):
     shown = call(client, "compare", models)
     table = shown["compare-table"]
     metas = [load_checkpoint(m).meta for m in models]
-    names = [views.run_name(i, m) for i, m in enumerate(metas, 1)]
+    names = [run_name(i, m) for i, m in enumerate(metas, 1)]
     assert all(f"**{name}**" in table for name in names)
     assert "| **lr** | 0.02 | 0.05 |" in table and "| **epochs** | 2 | 3 |" in table  # what differs, in bold
     digest = metas[0]["dataset"]["hash"][:12]
@@ -157,7 +160,7 @@ def test_compare_shows_two_runs_on_one_plot_and_what_differs(two_runs):
     assert {p.split(" · epoch")[0] for p in points(drawn["Accuracy"])} == {f"{n} · {s}" for n in names
                                                                           for s in ("train", "val")}
     # a checkpoint from before the hash was kept shows a dash
-    assert "| data hash | — |" in views.comparison_markdown([{**metas[0], "dataset": {}}])
+    assert "| data hash | — |" in comparison_markdown([{**metas[0], "dataset": {}}])
 
 
 def test_compare_refuses_someone_elses_models_like_missing_ones(served_app, two_runs):

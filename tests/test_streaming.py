@@ -11,7 +11,7 @@ from bees_ants.jobs import JobManager
 from bees_ants.models import preprocessing_for
 from bees_ants.predict import Predictor
 from bees_ants.train import TrainingRun
-from bees_ants.views import dataset_markdown
+from bees_ants.views.training import dataset_markdown
 from conftest import COLOURS, small_config, write_image
 
 PREP = preprocessing_for("resnet18")  # resize 256: a 64x48 image decodes to 256x341x3 bytes

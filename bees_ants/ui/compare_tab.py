@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import catalog, views
+from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
+from ..views.comparison import comparison_curves, comparison_markdown
 from .common import Visitors
 
 MAX_COMPARED = 8  # more lines than this on one plot cannot be told apart
@@ -23,7 +24,7 @@ class CompareTab:
                                       info="Pick two or more of your models: their curves on the same axes, "
                                            "and what differs between them.", elem_id="compare-models")
             self.curves = gr.HTML(label="curves", visible=False, elem_id="compare-curves")
-            self.table = gr.Markdown(views.comparison_markdown([]), elem_id="compare-table")
+            self.table = gr.Markdown(comparison_markdown([]), elem_id="compare-table")
         # The list is read again whenever the tab is opened: it then has every model trained since.
         tab.select(self.picker_choices, self.picker, self.picker, api_visibility="private")
         self.picker.change(self.compare, self.picker, [self.curves, self.table],
@@ -45,6 +46,6 @@ class CompareTab:
         except UserError as e:
             return {self.curves: gr.HTML(visible=False), self.table: f"⚠ {e}"}
         if not metas:
-            return {self.curves: gr.HTML(visible=False), self.table: views.comparison_markdown([])}
-        return {self.curves: gr.HTML(views.comparison_curves(metas), visible=True),
-                self.table: views.comparison_markdown(metas)}
+            return {self.curves: gr.HTML(visible=False), self.table: comparison_markdown([])}
+        return {self.curves: gr.HTML(comparison_curves(metas), visible=True),
+                self.table: comparison_markdown(metas)}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import catalog, views
+from .. import catalog
 from ..catalog import Settings
 from ..draft import Draft
 from ..errors import UserError
+from ..views.common import thumbnail
+from ..views.datasets import BUILDER_HELP, added_markdown, draft_markdown, import_markdown
 from .common import Visitors, gallery_files
 
 SHOWN_IMAGES = 6  # the selected class's newest images
@@ -22,7 +24,7 @@ class DatasetBuilder:
         self.settings, self.visitors, self.dataset, self.dataset_picker = settings, visitors, dataset, dataset_picker
         with gr.Accordion("Build a dataset from images (files, webcam, clipboard)", open=False,
                           elem_id="builder") as accordion:
-            gr.Markdown(views.BUILDER_HELP)
+            gr.Markdown(BUILDER_HELP)
             with gr.Row():
                 self.new_name = gr.Textbox(label="New class", placeholder="e.g. cat", max_length=40, scale=3,
                                            elem_id="class-name")
@@ -33,7 +35,7 @@ class DatasetBuilder:
             self.frame = gr.Image(sources=["webcam", "clipboard", "upload"], type="filepath", height=240,
                                   label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
             self.added = gr.Markdown(elem_id="draft-added")
-            self.table = gr.Markdown(views.draft_markdown({}), elem_id="draft-table")
+            self.table = gr.Markdown(draft_markdown({}), elem_id="draft-table")
             self.gallery = gr.Gallery(label="Newest images of this class", columns=3, height="auto",
                                       object_fit="cover", visible=False, elem_id="draft-gallery")
             with gr.Row():
@@ -75,8 +77,8 @@ class DatasetBuilder:
         selected = selected if selected in classes else (classes[0] if classes else None)
         newest = draft.images(selected)[:SHOWN_IMAGES] if selected else []
         return {self.cls: gr.Radio(classes, value=selected),
-                self.table: views.draft_markdown(draft.split_preview()),
-                self.gallery: gr.Gallery(gallery_files([(views.thumbnail(str(p)), selected) for p in newest]),
+                self.table: draft_markdown(draft.split_preview()),
+                self.gallery: gr.Gallery(gallery_files([(thumbnail(str(p)), selected) for p in newest]),
                                          visible=bool(newest)),
                 **({} if added is None else {self.added: added})}
 
@@ -105,7 +107,7 @@ class DatasetBuilder:
             return gr.skip()  # a box was emptied
         def change(draft: Draft):
             added, skipped = draft.add_images(cls, files if isinstance(files, list) else [files])
-            return cls, views.added_markdown(cls, added, skipped)
+            return cls, added_markdown(cls, added, skipped)
         return {**self.changed(request, profile, change, cls), self.files: None, self.frame: None}
 
     def rename(self, cls, new, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
@@ -127,5 +129,5 @@ class DatasetBuilder:
                                                                   name if isinstance(name, str) else "")
         except UserError as e:  # nothing was created
             return {self.created: f"⚠ **Not created:** {e}"}
-        return {self.created: views.import_markdown(report, done="Created"),
+        return {self.created: import_markdown(report, done="Created"),
                 self.dataset: self.dataset_picker(request, profile, report.path)}

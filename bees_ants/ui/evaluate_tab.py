@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import catalog, views
+from .. import catalog
 from ..catalog import Settings
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..figures import confusion_figure
 from ..hub import push_to_hub
+from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items, model_markdown,
+                                per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
 from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
@@ -46,7 +49,7 @@ class EvaluateTab:
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
                 with gr.Row():
                     self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
-                    self.per_class = gr.Dataframe(headers=views.PER_CLASS_COLUMNS, label="Per class",
+                    self.per_class = gr.Dataframe(headers=PER_CLASS_COLUMNS, label="Per class",
                                                   interactive=False, visible=False, elem_id="per-class")
                 self.mistake_heatmaps = gr.Checkbox(label="Show where the model looked (Grad-CAM for the class it chose)",
                                                     visible=False, elem_id="mistakes-gradcam")
@@ -76,8 +79,8 @@ class EvaluateTab:
         except UserError as e:
             card = f"⚠ {e}" if catalog.checkpoint_choices(self.settings, visitor) else NO_MODEL
             return {self.model_card: card, self.model_curves: gr.HTML(visible=False), **cleared}
-        return {self.model_card: views.model_markdown(meta),
-                self.model_curves: gr.HTML(views.checkpoint_curves(meta), visible=True), **cleared}
+        return {self.model_card: model_markdown(meta),
+                self.model_curves: gr.HTML(checkpoint_curves(meta), visible=True), **cleared}
 
     def no_evaluation(self, summary: str) -> dict:
         return {self.summary: summary, self.confusion: gr.Plot(None, visible=False),
@@ -90,10 +93,10 @@ class EvaluateTab:
             evaluation = predictor.evaluate(val_root(predictor), "val")
         except UserError as e:  # no such model, its dataset gone or changed
             return self.no_evaluation(f"⚠ {e}")
-        mistakes = gallery_files(views.mistake_items(evaluation))
-        return {self.summary: views.evaluation_markdown(evaluation, predictor.checkpoint.meta),
-                self.confusion: gr.Plot(views.confusion_figure(evaluation), visible=True),
-                self.per_class: gr.Dataframe(views.per_class_table(evaluation), visible=True),
+        mistakes = gallery_files(mistake_items(evaluation))
+        return {self.summary: evaluation_markdown(evaluation, predictor.checkpoint.meta),
+                self.confusion: gr.Plot(confusion_figure(evaluation), visible=True),
+                self.per_class: gr.Dataframe(per_class_table(evaluation), visible=True),
                 self.mistakes: gr.Gallery(mistakes, label=MISTAKES_LABEL, visible=bool(mistakes)),
                 self.mistake_heatmaps: gr.Checkbox(False, visible=bool(mistakes)), self.evaluated: (model, evaluation)}
 
@@ -104,15 +107,15 @@ class EvaluateTab:
             raise gr.Error("Evaluate a model first: the heatmaps are drawn over its mistakes.")
         model, evaluation = evaluated
         if not heatmaps:
-            return gr.Gallery(gallery_files(views.mistake_items(evaluation)), label=MISTAKES_LABEL)
+            return gr.Gallery(gallery_files(mistake_items(evaluation)), label=MISTAKES_LABEL)
         try:
             predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
         except UserError as e:  # the model was deleted since
             raise gr.Error(str(e).replace("**", "")) from None
-        shown = views.shown_mistakes(evaluation)
+        shown = shown_mistakes(evaluation)
         explanations = predictor.explain([evaluation.paths[i] for i in shown],
                                          targets=[evaluation.predicted[i] for i in shown])
-        return gr.Gallery(gallery_files(views.mistake_items(evaluation, explanations)), label=MISTAKES_GRADCAM_LABEL)
+        return gr.Gallery(gallery_files(mistake_items(evaluation, explanations)), label=MISTAKES_GRADCAM_LABEL)
 
     def download(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         return self.takeaway(model, catalog.check_checkpoint, self.visitors.of(request, profile))
@@ -140,7 +143,7 @@ class EvaluateTab:
                               evaluation, private=bool(private))
         except UserError as e:
             return f"⚠ {e}"
-        return views.pushed_markdown(url, repo_id, evaluation is not None)
+        return pushed_markdown(url, repo_id, evaluation is not None)
 
     def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
         """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
@@ -151,4 +154,4 @@ class EvaluateTab:
             raise gr.Error(str(e)) from None
         # Handed over as a copy: the weights folder itself is never served by URL.
         return {self.model_file: gr.File(catalog.download_copy(path), visible=True),
-                self.model_file_note: views.takeaway_markdown(path, load_checkpoint(checkpoint).meta)}
+                self.model_file_note: takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import views
 from ..catalog import Settings
 from ..errors import UserError
+from ..figures import figure_image
 from ..predict import val_sample_figure
+from ..views.predictions import explanation_items, gallery_items, predictions_table, problems_markdown
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
 from .live import LiveView
 
@@ -38,7 +39,7 @@ class PredictTab:
                 with gr.Column(scale=2):
                     self.gallery = gr.Gallery(label="Predictions", columns=4, height="auto", object_fit="contain",
                                               elem_id="gallery")
-                    self.results = gr.Dataframe(views.predictions_table([]), label="Per file", interactive=False,
+                    self.results = gr.Dataframe(predictions_table([]), label="Per file", interactive=False,
                                                 max_height=300, elem_id="results")
                     self.explained = gr.Gallery(label=EXPLAINED_LABEL, columns=4, height="auto", object_fit="contain",
                                                 visible=False, elem_id="explained")
@@ -72,9 +73,9 @@ class PredictTab:
 
     def predictions(self, predictions) -> dict:
         readable = [p.probabilities for p in predictions if p.error is None]
-        return {self.gallery: gallery_files(views.gallery_items(predictions)), self.confidences: readable[0] if readable else None,
-                self.problems: views.problems_markdown(predictions),
-                self.results: views.predictions_table(predictions), self.probabilities: readable}
+        return {self.gallery: gallery_files(gallery_items(predictions)), self.confidences: readable[0] if readable else None,
+                self.problems: problems_markdown(predictions),
+                self.results: predictions_table(predictions), self.probabilities: readable}
 
     def select(self, probabilities: list[dict], evt: gr.SelectData) -> dict:
         return probabilities[evt.index]
@@ -88,7 +89,7 @@ class PredictTab:
             predictor = predictor_for(self.settings, self.visitors.of(request, profile), model)
         except UserError as e:
             raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
-        return gr.Gallery(gallery_files(views.explanation_items(predictor.explain(files))), visible=True)
+        return gr.Gallery(gallery_files(explanation_items(predictor.explain(files))), visible=True)
 
     def hide_explanations(self) -> gr.Gallery:
         return gr.Gallery(None, visible=False)
@@ -100,4 +101,4 @@ class PredictTab:
         except UserError as e:
             raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
         figure = val_sample_figure(predictor, root, VAL_GRID_IMAGES)
-        return gr.Image(image_file(views.figure_image(figure), "PNG"), visible=True)
+        return gr.Image(image_file(figure_image(figure), "PNG"), visible=True)

@@ -8,18 +8,21 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import catalog, views
+from .. import catalog
 from ..catalog import Settings
 from ..checkpoint import CheckpointError
-from ..config import ARCHS, MODES, OPTIMIZERS, TrainConfig, for_mode
+from ..config import ARCHS, MODE_LABELS, MODES, OPTIMIZERS, TrainConfig, for_mode
 from ..data import DatasetDownloadError
 from ..device import describe_device, pick_device
 from ..errors import UserError
+from ..figures import figure_image
 from ..importer import import_zip
 from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
 from ..train import resume_config, resume_path
+from ..views.datasets import THUMBNAILS_SHOWN, UPLOAD_HELP, import_markdown, thumbnail_items
+from ..views.training import dataset_markdown, history_table, result_markdown, status_markdown, training_curves
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
@@ -37,7 +40,7 @@ def _val_grid(checkpoint: str, mtime: float, data_dir: str, seed: int) -> str:
     # One grid file per finished run, drawn once and served to every page of its visitor
     # (mtime: the final save).
     figure = val_sample_figure(catalog.load_predictor(checkpoint), data_dir, VAL_GRID_IMAGES, seed)
-    return image_file(views.figure_image(figure), "PNG")
+    return image_file(figure_image(figure), "PNG")
 
 
 def val_grid(job: Job | None) -> gr.Image:
@@ -130,10 +133,10 @@ class TrainTab:
                                            value=catalog.default_dataset(datasets).path, allow_custom_value=True,
                                            elem_id="dataset")
                 with gr.Accordion("Add your own dataset (.zip)", open=False, elem_id="own-data"):
-                    gr.Markdown(views.UPLOAD_HELP)
+                    gr.Markdown(UPLOAD_HELP)
                     upload = gr.File(file_types=[".zip"], label="Dataset zip", height=100, elem_id="upload")
                     self.import_info = gr.Markdown(label="import", elem_id="import-info")
-                    self.thumbs = gr.Gallery(label="A few training images per class", columns=views.THUMBNAILS_SHOWN,
+                    self.thumbs = gr.Gallery(label="A few training images per class", columns=THUMBNAILS_SHOWN,
                                              object_fit="cover", visible=False, elem_id="thumbs")
                 upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
                               api_name="import_dataset")
@@ -152,7 +155,7 @@ class TrainTab:
                 # while the fixed extractor caches its features once and then takes about a second:
                 # default to what works. (ZeroGPU: the app process must not look at CUDA.)
                 on_cpu = not on_zero_gpu() and pick_device().type == "cpu"
-                mode_in = gr.Radio([(label, mode) for mode, label in views.MODE_LABELS.items()],
+                mode_in = gr.Radio([(label, mode) for mode, label in MODE_LABELS.items()],
                                    value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
                                    info="On this CPU the fixed extractor takes seconds; fine-tuning takes "
                                         "~10–30 s per epoch on the ants/bees set (more on bigger sets)."
@@ -195,10 +198,10 @@ class TrainTab:
                 self.notice = gr.Markdown(label="notice", elem_id="notice")
                 cancel_btn.click(self.cancel, None, self.notice, api_name="cancel", concurrency_limit=None)
             with gr.Column(scale=2):
-                self.status = gr.Markdown(views.status_markdown(None), label="status", elem_id="status")
+                self.status = gr.Markdown(status_markdown(None), label="status", elem_id="status")
                 self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
-                self.curves = gr.HTML(views.training_curves(None), label="curves", elem_id="curves")
-                self.table = gr.Dataframe(views.history_table(None), label="Epochs (newest first)",
+                self.curves = gr.HTML(training_curves(None), label="curves", elem_id="curves")
+                self.table = gr.Dataframe(history_table(None), label="Epochs (newest first)",
                                           interactive=False, max_height=300, elem_id="history")
                 self.result = gr.Markdown(label="result", elem_id="result")
                 self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
@@ -246,9 +249,9 @@ class TrainTab:
 
     def job_view(self, job: Job | None, visitor: Visitor) -> dict:
         """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
-        shown = {self.status: views.status_markdown(job), self.dataset_info: views.dataset_markdown(job),
-                 self.curves: views.training_curves(job), self.table: views.history_table(job),
-                 self.result: views.result_markdown(job), self.grid: val_grid(job),
+        shown = {self.status: status_markdown(job), self.dataset_info: dataset_markdown(job),
+                 self.curves: training_curves(job), self.table: history_table(job),
+                 self.result: result_markdown(job), self.grid: val_grid(job),
                  self.seen: job.version if job else 0}
         resumable = job is not None and not job.active and job.checkpoint_path and resume_path(job.checkpoint_path).is_file()
         shown.update({self.resume_btn: gr.Button(visible=bool(resumable)),
@@ -353,7 +356,7 @@ class TrainTab:
             active = job is not None and job.active
             return {**self.job_view(job, visitor), self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
         if job is not None and job.active:  # only the clock moved: redraw just the status line
-            return {self.status: views.status_markdown(job)}
+            return {self.status: status_markdown(job)}
         return gr.skip()
 
     def current(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
@@ -387,6 +390,6 @@ class TrainTab:
         except UserError as e:  # the importer has removed everything it wrote
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
-        return {self.import_info: views.import_markdown(report),
-                self.thumbs: gr.Gallery(gallery_files(views.thumbnail_items(report)), visible=True),
+        return {self.import_info: import_markdown(report),
+                self.thumbs: gr.Gallery(gallery_files(thumbnail_items(report)), visible=True),
                 self.dataset: self.dataset_picker(request, profile, report.path)}

@@ -1,0 +1,30 @@
+"""What several views use: durations, the list of skipped files, gallery thumbnails."""
+from __future__ import annotations
+
+from PIL import Image
+
+from ..data import SkippedFile, load_image
+
+THUMBNAIL_SIDE = 256  # gallery images: small to send, big enough for the gallery's preview
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def skipped_markdown(skipped: list[SkippedFile], max_skipped: int, name=lambda s: s.path) -> str:
+    """'Skipped N file(s):' and a bullet per file with its reason; empty when nothing was skipped."""
+    if not skipped:
+        return ""
+    text = f"\n\nSkipped {len(skipped)} file(s):"
+    text += "".join(f"\n- `{name(s)}`: {s.reason}" for s in skipped[:max_skipped])
+    if len(skipped) > max_skipped:
+        text += f"\n- … and {len(skipped) - max_skipped} more"
+    return text
+
+
+def thumbnail(path: str) -> Image.Image:
+    """An image file, small, for a gallery (sent as an image, so any dataset folder can be shown)."""
+    return load_image(path, THUMBNAIL_SIDE)

@@ -1,0 +1,80 @@
+"""The Compare tab: several saved runs side by side, their curves on the same axes and a table of
+what each trained, how, and what came out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import mode_text
+from ..figures import history_of
+from .common import duration
+from .plots import curves_html
+
+NOT_RECORDED = "—"  # a checkpoint from before a value was kept
+# Hyperparameters that have a row of their own (backbone, mode), so are not listed again among the others.
+NOT_COMPARED = {"arch", "mode"}
+
+
+def run_name(number: int, meta: dict) -> str:
+    """Short enough for a legend: '#2 resnet18/fixed 11-23 20:01'."""
+    when = meta.get("created", "")[5:16].replace("T", " ")
+    return f"#{number} {meta['arch']}/{meta['mode']} {when}".strip()
+
+
+def comparison_curves(metas: list[dict]) -> str:
+    """Every run's curves on the same axes, named as in the comparison table."""
+    runs = [(run_name(i, m), history_of(m)) for i, m in enumerate(metas, 1)]
+    return curves_html(runs, max((len(h) for _, h in runs), default=1), "no epochs recorded")
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _hyper_value(key: str, value) -> str:
+    if key == "backbone_weights":  # a path: its file name says which weights
+        return "random init" if value is None else Path(str(value)).name
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison_markdown(metas: list[dict]) -> str:
+    """One column per run: what it trained (backbone, mode, data and its content hash), how
+    (the hyperparameters that differ; those that do not, below the table) and what came out
+    (best val accuracy, its epoch, wall time, device). Rows that differ between runs are in bold."""
+    if not metas:
+        return "Pick two or more of your models to compare them."
+    rows = []
+
+    def row(label: str, values: list) -> None:
+        values = [_cell(v) for v in values]
+        differs = len(metas) > 1 and len(set(values)) > 1
+        rows.append(f"| {'**' + label + '**' if differs else label} | " + " | ".join(values) + " |")
+
+    datasets = [m.get("dataset", {}) for m in metas]
+    row("backbone", [m["arch"] for m in metas])
+    row("mode", [mode_text(m["mode"], m.get("hyperparameters", {}).get("frozen_epochs", "?")) for m in metas])
+    row("data", [f"`{Path(d['root']).name}`" if d.get("root") else NOT_RECORDED for d in datasets])
+    row("images", [" · ".join(f"{s} {sum(c.values())}" for s, c in d["counts"].items()) if d.get("counts")
+                   else NOT_RECORDED for d in datasets])
+    row("classes", [", ".join(m["class_names"]) for m in metas])
+    row("data hash", [f"`{d['hash'][:12]}`" if d.get("hash") else NOT_RECORDED for d in datasets])
+    hypers = [m.get("hyperparameters", {}) for m in metas]
+    keys = sorted({k for h in hypers for k in h} - NOT_COMPARED)
+    shown = {k: [_hyper_value(k, h[k]) if k in h else NOT_RECORDED for h in hypers] for k in keys}
+    same = {k: v[0] for k, v in shown.items() if len(set(v)) == 1}
+    for key, values in shown.items():
+        if key not in same or len(metas) == 1:
+            row(key, values)
+    row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
+    row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
+                          for m in metas])
+    row("wall time", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
+                      for m in metas])
+    row("device", [m.get("device") or NOT_RECORDED for m in metas])
+    row("status", [m.get("status", "completed") for m in metas])
+    header = "| | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
+    text = "\n".join([header, "|---" * (len(metas) + 1) + "|", *rows])
+    if len(metas) == 1:
+        return text + "\n\nPick another model to compare with."
+    if same:
+        text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
+    return text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
