@@ -9,8 +9,8 @@ from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..figures import confusion_figure
 from ..hub import push_to_hub
-from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items, model_markdown,
-                                per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
+from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items,
+                                model_markdown, per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
 from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
 
