@@ -23,7 +23,7 @@ from .data import SPLITS, ensure_hymenoptera
 from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
-from .config import ARCHS, DEFAULT_ARCH
+from .config import DEFAULT_ARCH, arch_of_file
 from .predict import Predictor
 from .settings import Settings
 from .train import resume_path
@@ -139,13 +139,6 @@ class BackboneChoice:
     def weights(self) -> str | None:
         """The TrainConfig.backbone_weights value."""
         return None if self.value == "none" else self.value
-
-
-def arch_of_file(path: Path) -> str | None:
-    # torchvision names its files "<arch>-<hash>.pth"; the longest match tells mobilenet_v2 from
-    # mobilenet_v3_large.
-    matches = [a for a in ARCHS if path.name.startswith(a)]
-    return max(matches, key=len) if matches else None
 
 
 def backbone_choices(settings: Settings) -> list[BackboneChoice]:

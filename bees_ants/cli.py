@@ -15,7 +15,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from .config import (ARCHS, DEFAULT_ARCH, LR_SCHEDULES, MODE_DEFAULTS, MODES, OPTIMIZERS, PRESETS, ConfigError,
-                     TrainConfig, apply_preset, for_mode)
+                     TrainConfig, arch_of_file, recipe)
 from .errors import UserError
 from .settings import Settings
 
@@ -37,12 +37,6 @@ def resolve_data_dir(data_dir: str | None, settings: Settings | None = None) -> 
 
 def backbone_weights_arg(value: str) -> str | None:
     return None if value.lower() == "none" else value
-
-
-def arch_of_file(path: Path) -> str | None:
-    """The architecture a weights file's name starts with (torchvision: "<arch>-<hash>.pth");
-    the longest match tells mobilenet_v2 from mobilenet_v3_large."""
-    return max((a for a in ARCHS if path.name.startswith(a)), key=len, default=None)
 
 
 def format_record(r) -> str:
@@ -95,36 +89,31 @@ class ProgressLine:
             self.open = False
 
 
-def choose_mode(device) -> tuple[str, str]:
-    """The mode when none is given, as the app chooses it, and why."""
-    if device.type == "cpu":
-        return "fixed", ("no --mode given and this is a CPU, where the fixed extractor takes seconds "
-                         "per epoch and fine-tuning ~10-30 s per epoch on the ants/bees set (--mode finetune to "
-                         "fine-tune anyway)")
-    return "finetune", f"no --mode given and {device.type.upper()} is available, so every layer trains"
+def mode_note_for(mode: str, device) -> str:
+    """Why `mode` is the one config.default_mode chose for `device` when no --mode was given."""
+    if mode == "fixed":
+        return ("no --mode given and this is a CPU, where the fixed extractor takes seconds per epoch and "
+                "fine-tuning ~10-30 s per epoch on the ants/bees set (--mode finetune to fine-tune anyway)")
+    return f"no --mode given and {device.type.upper()} is available, so every layer trains"
 
 
-def train_config(args, settings: Settings) -> tuple[TrainConfig, str]:
-    """The TrainConfig the options ask for (data_dir as given, mode as given or the default) and a
-    note on where the backbone weights came from. Options given win over --preset, which wins over
-    the mode's defaults (config.MODE_DEFAULTS), which win over TrainConfig's; locations come from `settings`."""
-    base = TrainConfig(data_dir="", out_dir=str(settings.weights_dir))
-    if args.mode:
-        base = for_mode(base, args.mode)
-    if args.preset:
-        base = apply_preset(base, args.preset)
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
-    overrides["data_dir"] = args.data_dir or ""
-    note = ""
+def train_config(args, settings: Settings, on_cpu: bool = False) -> tuple[TrainConfig, str]:
+    """The TrainConfig the options ask for (data_dir as given) and a note on where the backbone
+    weights came from. config.recipe decides what wins: the options given, then --preset, then the
+    mode's defaults, then the installation's (`settings`: the weights folder, and the file
+    BEES_ANTS_BACKBONE_WEIGHTS names, with the backbone its name says, as the app starts from it);
+    with no --mode, `on_cpu` picks it."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given["data_dir"] = args.data_dir or ""
+    defaults, note = {"out_dir": str(settings.weights_dir)}, ""
     if args.backbone_weights is not None:
-        overrides["backbone_weights"] = backbone_weights_arg(args.backbone_weights)
+        given["backbone_weights"] = backbone_weights_arg(args.backbone_weights)
     elif settings.backbone_weights is not None and settings.backbone_weights.is_file():
-        overrides["backbone_weights"] = str(settings.backbone_weights)
+        defaults["backbone_weights"] = str(settings.backbone_weights)
         note = " (from BEES_ANTS_BACKBONE_WEIGHTS)"
-        if args.arch is None:  # as the app does: the local file says which backbone starts offline
-            overrides["arch"] = arch_of_file(settings.backbone_weights) or base.arch
-    return TrainConfig(**{**asdict(base), **overrides}), note
+        if arch := arch_of_file(settings.backbone_weights):
+            defaults["arch"] = arch
+    return recipe(given, preset=args.preset, on_cpu=on_cpu, defaults=defaults), note
 
 
 def cmd_train(args) -> int:
@@ -139,15 +128,16 @@ def cmd_train(args) -> int:
         config, weights_note = resume_config(args.resume), ""
         args.mode, args.data_dir = config.mode, config.data_dir
     else:
-        config, weights_note = train_config(args, settings)  # checked before any download or import
+        # checked before any download or import; with no --mode, drawn again once the device is known
+        config, weights_note = train_config(args, settings)
     try:
         device = pick_device(config.device)
     except RuntimeError as e:  # torch.device("gpu"): not a device name
         raise ConfigError(f"--device {config.device}: {e}") from None
     mode_note = None
-    if args.mode is None:
-        args.mode, mode_note = choose_mode(device)
-        config, weights_note = train_config(args, settings)  # with that mode's defaults
+    if args.mode is None:  # the device picks the mode, and that mode's defaults apply
+        config, weights_note = train_config(args, settings, on_cpu=device.type == "cpu")
+        mode_note = mode_note_for(config.mode, device)
     weights = config.backbone_weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():  # before minutes of decoding
         raise ModelError(f"backbone weights file '{weights}' does not exist")

@@ -198,6 +198,17 @@ def test_requests_for_things_the_server_does_not_offer_are_refused(server, first
     assert notice == f"⚠ **Not started:** {reason}"
 
 
+def test_train_takes_the_form_by_name_and_by_position(server, first_run):
+    """/train's parameters keep their names and order: gradio_client users pass them either way."""
+    client, settings = server
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/train"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == [
+        "dataset", "arch", "mode", "backbone", "epochs", "lr", "momentum", "batch_size", "step_size", "gamma",
+        "frozen_epochs", "optimizer", "train_blocks", "patience"]
+    by_position = [str(settings.dataset_dirs[0]), "resnet18", "fixed", "none", None, 0.02, 0.9, 4, 7, 0.1, 5, "sgd", 0, 0]
+    assert call(client, "train", *by_position)["notice"] == "⚠ **Not started:** every training setting needs a value"
+
+
 def test_a_choice_outside_a_fixed_list_is_refused_by_gradio(server, first_run):
     client, settings = server
     with pytest.raises(AppError, match="not in the list of choices"):

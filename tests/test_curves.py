@@ -103,11 +103,13 @@ def test_a_job_speeds_the_timer_up_and_its_end_slows_it_down(tab, tmp_path):
 
 def test_the_train_button_starts_the_fast_timer_and_a_refusal_does_not(tab, tmp_path):
     settings = tab.settings
-    args = [str(settings.dataset_dirs[0]), "resnet18", "fixed", "none", 2, 0.02, 0.9, 4, 7, 0.1, 5, "sgd", 0, 0]
+    form = dict(dataset=str(settings.dataset_dirs[0]), arch="resnet18", mode="fixed", backbone="none", epochs=2,
+                lr=0.02, momentum=0.9, batch_size=4, step_size=7, gamma=0.1, frozen_epochs=5, optimizer="sgd",
+                train_blocks=0, patience=0)
     request = gr.Request(session_hash="page-one")
-    refused = next(tab.start(*args[:2], "sideways", *args[3:], request, None))
+    refused = next(tab.start(request, None, **{**form, "mode": "sideways"}))
     assert "Not started" in refused[tab.notice] and tab.timer not in refused
-    started = next(tab.start(*args, request, None))
+    started = next(tab.start(request, None, **form))
     assert started[tab.notice] == "" and started[tab.timer].value == ACTIVE_TICK_S
     tab.jobs.cancel(tab.visitors.of(request, None).key)
 

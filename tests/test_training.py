@@ -11,7 +11,7 @@ from bees_ants.config import ARCHS
 from bees_ants.models import ModelError, build_model, get_head
 from bees_ants.device import batch_slices
 from bees_ants.predict import Predictor
-from bees_ants.config import ConfigError, TrainConfig, apply_preset
+from bees_ants.config import ConfigError, TrainConfig
 from bees_ants.train import TrainingRun
 from conftest import COLOURS, SHARED, write_image
 
@@ -205,12 +205,6 @@ def test_cancel_from_another_thread_mid_epoch(tiny_dataset, tmp_path):
         records = list(run)
     canceller.join()
     assert run.status == "cancelled" and len(records) < 25
-
-
-def test_tutorial_preset_is_the_tutorials_recipe(tmp_path):
-    cfg = apply_preset(TrainConfig(data_dir="x"), "tutorial")
-    assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.step_size, cfg.gamma, cfg.epochs) == (4, 0.001, 0.9, 7, 0.1, 25)
-    assert cfg.feature_views == cfg.epochs  # fresh augmentation every epoch, as the tutorial does
 
 
 def test_invalid_hyperparameters_are_refused():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +12,7 @@ import gradio as gr
 from .. import catalog
 from ..catalog import Settings
 from ..checkpoint import CheckpointError
-from ..config import ARCHS, MODE_LABELS, MODES, OPTIMIZERS, TrainConfig, for_mode
+from ..config import ARCHS, MODE_DEFAULTS, MODE_LABELS, MODES, TrainConfig, recipe
 from ..data import DatasetDownloadError
 from ..device import describe_device, pick_device
 from ..errors import UserError
@@ -28,7 +29,6 @@ from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
 from .dataset_builder import DatasetBuilder
 
-DEFAULTS = TrainConfig(data_dir="")
 # The page's timer ticks every second while the visitor has a queued or running job, and slowly
 # otherwise: an idle page costs a request every IDLE_TICK_S, yet still notices, within that, a run
 # started from another tab of the same browser.
@@ -99,12 +99,64 @@ def prepare_run(choice: catalog.DatasetChoice, config: TrainConfig) -> None:
         raise UserError("; and ".join(problems))
 
 
-def _number(convert, value):
-    """int or float of a training setting; an odd API value (a list, "x") is refused as advice."""
-    try:
-        return convert(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UserError("every training setting needs a number") from None
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A TrainConfig field the form shows, and how: a number box, or a radio when it has `choices`."""
+    name: str  # the TrainConfig field, and /train's parameter
+    label: str
+    row: int  # the form's row: fields with the same row sit side by side, rows in their order
+    type: type = float  # int or float; str for a choice
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float = 1
+    info: str | None = None
+    choices: tuple[tuple[str, str], ...] = ()  # (label, value)
+
+    def widget(self, value) -> gr.Component:
+        elem_id = self.name.replace("_", "-")
+        if self.choices:
+            return gr.Radio(list(self.choices), value=value, label=self.label, elem_id=elem_id)
+        return gr.Number(value, label=self.label, info=self.info, precision=0 if self.type is int else None,
+                         minimum=self.minimum, maximum=self.maximum, step=self.step, elem_id=elem_id)
+
+    def parse(self, value):
+        """The setting from what a page or an API client sent; odd values refused as advice."""
+        if self.choices:
+            return catalog.check_choice(value, [v for _, v in self.choices], self.name)
+        try:
+            return self.type(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError("every training setting needs a number") from None
+
+
+# The hyperparameters on the form, in the order /train takes them after dataset, arch, mode and
+# backbone (FORM). API clients pass them by position too: add new ones at the end, never reorder.
+HYPERPARAMETERS = (
+    Hyperparameter("epochs", "Epochs", row=0, type=int, minimum=1, maximum=1000),
+    Hyperparameter("lr", "Learning rate", row=1, minimum=1e-7, maximum=10, step=0.0005,
+                   info="of the new head; fine-tuning trains the pretrained layers at a tenth of it"),
+    Hyperparameter("momentum", "Momentum", row=1, minimum=0, maximum=0.999, step=0.05),
+    Hyperparameter("batch_size", "Batch size", row=0, type=int, minimum=1, maximum=512),
+    Hyperparameter("step_size", "LR step size (epochs)", row=2, type=int, minimum=1, maximum=1000),
+    Hyperparameter("gamma", "LR gamma", row=2, minimum=0.0001, maximum=1, step=0.05),
+    Hyperparameter("frozen_epochs", "Frozen epochs (progressive mode only: head-only epochs before unfreezing)",
+                   row=3, type=int, minimum=1, maximum=1000),
+    Hyperparameter("optimizer", "Optimizer", row=4, type=str, choices=(("SGD", "sgd"), ("AdamW", "adamw"))),
+    Hyperparameter("train_blocks", "Train only the last blocks (0: all)", row=5, type=int, minimum=0, maximum=100,
+                   info="fine-tune/progressive: the blocks before them are frozen and run once per cached view, "
+                        "several times faster"),
+    Hyperparameter("patience", "Patience (0: off)", row=4, type=int, minimum=0, maximum=1000,
+                   info="early stopping: epochs without a lower val loss"),
+)
+# The form's values, in /train's (and the Train button's) order; each names a /train parameter.
+FORM = ("dataset", "arch", "mode", "backbone", *(h.name for h in HYPERPARAMETERS))
+
+
+def form_values_from(config: TrainConfig) -> dict:
+    """What the form shows for `config`, by FORM name."""
+    return {"dataset": config.data_dir, "arch": config.arch, "mode": config.mode,
+            "backbone": "none" if config.backbone_weights is None else config.backbone_weights,
+            **{h.name: getattr(config, h.name) for h in HYPERPARAMETERS}}
 
 
 def device_note(jobs: JobManager) -> str:
@@ -124,105 +176,116 @@ class TrainTab:
 
     def __init__(self, settings: Settings, jobs: JobManager, visitors: Visitors, models: ModelPickers):
         self.settings, self.jobs, self.visitors, self.models = settings, jobs, visitors, models
-        datasets = catalog.dataset_choices(settings, None)
-        backbones = catalog.backbone_choices(settings)
-        arch = catalog.default_arch(backbones)
+        # On a CPU the form starts in fixed mode (config.default_mode). (ZeroGPU: the app process
+        # must not look at CUDA.)
+        on_cpu = not on_zero_gpu() and pick_device().type == "cpu"
+        self.form: dict[str, gr.Component] = {}  # the form's widgets by FORM name
         with gr.Tab("Train", id="train", elem_id="tab-train"), gr.Row():
             with gr.Column(scale=1, min_width=320):
-                self.dataset = gr.Dropdown([(c.label, c.path) for c in datasets], label="Dataset",
-                                           value=catalog.default_dataset(datasets).path, allow_custom_value=True,
-                                           elem_id="dataset")
-                with gr.Accordion("Add your own dataset (.zip)", open=False, elem_id="own-data"):
-                    gr.Markdown(UPLOAD_HELP)
-                    upload = gr.File(file_types=[".zip"], label="Dataset zip", height=100, elem_id="upload")
-                    self.import_info = gr.Markdown(label="import", elem_id="import-info")
-                    self.thumbs = gr.Gallery(label="A few training images per class", columns=THUMBNAILS_SHOWN,
-                                             object_fit="cover", visible=False, elem_id="thumbs")
-                upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
-                              api_name="import_dataset")
-                DatasetBuilder(settings, visitors, self.dataset, self.dataset_picker)
-
-                arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
-                backbone_in = gr.Dropdown([(c.label, c.value) for c in backbones],
-                                          value=catalog.backbone_for_arch(backbones, arch).value,
-                                          label="Start from weights", allow_custom_value=True, elem_id="backbone")
-                arch_in.input(self.backbone_for, arch_in, backbone_in, api_visibility="private")
-                first_use = gr.Markdown(first_use_note(self.dataset.value, backbone_in.value, arch, settings),
-                                        elem_id="first-use")
-                gr.on([self.dataset.change, arch_in.change, backbone_in.change], self.first_use,
-                      [self.dataset, backbone_in, arch_in], first_use, api_visibility="private", show_progress="hidden")
-                # On a CPU fine-tuning costs 10-30 s an epoch on the tutorial's set (README, Speed)
-                # while the fixed extractor caches its features once and then takes about a second:
-                # default to what works. (ZeroGPU: the app process must not look at CUDA.)
-                on_cpu = not on_zero_gpu() and pick_device().type == "cpu"
-                mode_in = gr.Radio([(label, mode) for mode, label in MODE_LABELS.items()],
-                                   value="fixed" if on_cpu else DEFAULTS.mode, label="Mode",
-                                   info="On this CPU the fixed extractor takes seconds; fine-tuning takes "
-                                        "~10–30 s per epoch on the ants/bees set (more on bigger sets)."
-                                   if on_cpu else None, elem_id="mode")
-                with gr.Accordion("Hyperparameters", open=True):
-                    with gr.Row():
-                        epochs_in = gr.Number(DEFAULTS.epochs, label="Epochs", precision=0, minimum=1, maximum=1000,
-                                              elem_id="epochs")
-                        batch_in = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0, minimum=1,
-                                             maximum=512, elem_id="batch-size")
-                    with gr.Row():
-                        lr_in = gr.Number(for_mode(DEFAULTS, mode_in.value).lr, label="Learning rate",
-                                          info="of the new head; fine-tuning trains the pretrained layers at a "
-                                               "tenth of it", minimum=1e-7, maximum=10, step=0.0005, elem_id="lr")
-                        momentum_in = gr.Number(DEFAULTS.momentum, label="Momentum", minimum=0, maximum=0.999,
-                                                step=0.05, elem_id="momentum")
-                    with gr.Row():
-                        step_in = gr.Number(DEFAULTS.step_size, label="LR step size (epochs)", precision=0, minimum=1,
-                                            maximum=1000, elem_id="step-size")
-                        gamma_in = gr.Number(DEFAULTS.gamma, label="LR gamma", minimum=0.0001, maximum=1, step=0.05,
-                                             elem_id="gamma")
-                    frozen_in = gr.Number(DEFAULTS.frozen_epochs, label="Frozen epochs (progressive mode only: "
-                                          "head-only epochs before unfreezing)", precision=0, minimum=1, maximum=1000,
-                                          elem_id="frozen-epochs")
-                    with gr.Row():
-                        optimizer_in = gr.Radio([("SGD", "sgd"), ("AdamW", "adamw")], value=DEFAULTS.optimizer,
-                                                label="Optimizer", elem_id="optimizer")
-                        patience_in = gr.Number(for_mode(DEFAULTS, mode_in.value).patience, label="Patience (0: off)",
-                                                info="early stopping: epochs without a lower val loss",
-                                                precision=0, minimum=0, maximum=1000, elem_id="patience")
-                    blocks_in = gr.Number(DEFAULTS.train_blocks, label="Train only the last blocks (0: all)",
-                                          info="fine-tune/progressive: the blocks before them are frozen and run "
-                                               "once per cached view, several times faster", precision=0, minimum=0,
-                                          maximum=100, elem_id="train-blocks")
-                gr.Markdown(device_note(jobs), elem_id="device")
-                with gr.Row():
-                    train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
-                    self.resume_btn = gr.Button("Resume", visible=False, elem_id="resume-btn")
-                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-                self.notice = gr.Markdown(label="notice", elem_id="notice")
-                cancel_btn.click(self.cancel, None, self.notice, api_name="cancel", concurrency_limit=None)
+                installed = self.dataset_section()
+                installed = self.backbone_section(installed)
+                self.recipe_section(installed, on_cpu)
+                train_btn, cancel_btn = self.buttons_section()
             with gr.Column(scale=2):
-                self.status = gr.Markdown(status_markdown(None), label="status", elem_id="status")
-                self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
-                self.curves = gr.HTML(training_curves(None), label="curves", elem_id="curves")
-                self.table = gr.Dataframe(history_table(None), label="Epochs (newest first)",
-                                          interactive=False, max_height=300, elem_id="history")
-                self.result = gr.Markdown(label="result", elem_id="result")
-                self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
-                                     visible=False, elem_id="val-grid")
+                self.job_view_section()
             self.seen = gr.State(-1)
             # The checkpoint of the visitor's latest run when it can resume: what the Resume button
             # sends. A hidden textbox rather than a State, so /resume takes a path from API clients too.
             self.resumable = gr.Textbox(visible=False, elem_id="resumable")
             self.timer = gr.Timer(ACTIVE_TICK_S)  # the first tick draws the job, then sets the pace
             api = gr.Button(visible=False, elem_id="api-only")  # carries the API-only /train, /follow, /status
+        self.form = {name: self.form[name] for name in FORM}  # /train's order
+        self.job_view_outputs = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid,
+                                 self.seen, self.resume_btn, self.resumable, *models.outputs]
+        self.wire_jobs(train_btn, cancel_btn, api)
 
-        job_view = [self.status, self.dataset_info, self.curves, self.table, self.result, self.grid, self.seen,
-                    self.resume_btn, self.resumable, *models.outputs]
-        self.job_view_outputs = job_view
-        # Each mode starts from its own learning rate and patience (config.MODE_DEFAULTS): picking one
-        # sets them, in the browser (no round trip that could land after the visitor typed a rate).
-        defaults = {m: [for_mode(DEFAULTS, m).lr, for_mode(DEFAULTS, m).patience] for m in MODES}
-        mode_in.input(None, mode_in, [lr_in, patience_in], js=f"(mode) => ({json.dumps(defaults)})[mode]",
-                      api_visibility="private")
-        settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
-                       gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
+    # -- layout: the form (left column) ----------------------------------------------------------
+
+    def dataset_section(self) -> dict:
+        """The dataset picker, a zip upload and the dataset builder; the default dataset, as a
+        TrainConfig setting."""
+        datasets = catalog.dataset_choices(self.settings, None)
+        self.dataset = self.form["dataset"] = gr.Dropdown(
+            [(c.label, c.path) for c in datasets], label="Dataset", value=catalog.default_dataset(datasets).path,
+            allow_custom_value=True, elem_id="dataset")
+        with gr.Accordion("Add your own dataset (.zip)", open=False, elem_id="own-data"):
+            gr.Markdown(UPLOAD_HELP)
+            upload = gr.File(file_types=[".zip"], label="Dataset zip", height=100, elem_id="upload")
+            self.import_info = gr.Markdown(label="import", elem_id="import-info")
+            self.thumbs = gr.Gallery(label="A few training images per class", columns=THUMBNAILS_SHOWN,
+                                     object_fit="cover", visible=False, elem_id="thumbs")
+        upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
+                      api_name="import_dataset")
+        DatasetBuilder(self.settings, self.visitors, self.dataset, self.dataset_picker)
+        return {"data_dir": self.dataset.value}
+
+    def backbone_section(self, installed: dict) -> dict:
+        """Backbone and starting weights, and what the first run will download; `installed` plus
+        the default backbone (a local weights file's, else resnet18) and its weights."""
+        backbones = catalog.backbone_choices(self.settings)
+        arch = catalog.default_arch(backbones)
+        weights = catalog.backbone_for_arch(backbones, arch)
+        self.form["arch"] = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
+        self.form["backbone"] = gr.Dropdown([(c.label, c.value) for c in backbones], value=weights.value,
+                                            label="Start from weights", allow_custom_value=True, elem_id="backbone")
+        self.form["arch"].input(self.backbone_for, self.form["arch"], self.form["backbone"], api_visibility="private")
+        first_use = gr.Markdown(first_use_note(self.dataset.value, weights.value, arch, self.settings),
+                                elem_id="first-use")
+        gr.on([self.dataset.change, self.form["arch"].change, self.form["backbone"].change], self.first_use,
+              [self.dataset, self.form["backbone"], self.form["arch"]], first_use, api_visibility="private",
+              show_progress="hidden")
+        return {**installed, "arch": arch, "backbone_weights": weights.weights}
+
+    def recipe_section(self, installed: dict, on_cpu: bool) -> None:
+        """Mode and hyperparameters, showing what config.recipe makes of the `installed` defaults
+        (the default dataset, backbone and weights) on this device."""
+        shown = form_values_from(recipe({}, on_cpu=on_cpu, defaults=installed))
+        self.form["mode"] = gr.Radio([(label, mode) for mode, label in MODE_LABELS.items()],
+                                     value=shown["mode"], label="Mode", elem_id="mode",
+                                     info="On this CPU the fixed extractor takes seconds; fine-tuning takes "
+                                          "~10–30 s per epoch on the ants/bees set (more on bigger sets)."
+                                     if on_cpu else None)
+        with gr.Accordion("Hyperparameters", open=True):
+            for row in sorted({h.row for h in HYPERPARAMETERS}):
+                with gr.Row():
+                    for h in HYPERPARAMETERS:
+                        if h.row == row:
+                            self.form[h.name] = h.widget(shown[h.name])
+        # Each mode starts from its own defaults (config.MODE_DEFAULTS) for the fields the form
+        # shows: picking one sets them, in the browser (no round trip that could land after the
+        # visitor typed a rate).
+        follows_mode = [name for name in FORM if any(name in d for d in MODE_DEFAULTS.values())]
+        per_mode = {m: [form_values_from(recipe({"mode": m}, defaults=installed))[name] for name in follows_mode]
+                    for m in MODES}
+        self.form["mode"].input(None, self.form["mode"], [self.form[name] for name in follows_mode],
+                                js=f"(mode) => ({json.dumps(per_mode)})[mode]", api_visibility="private")
+
+    def buttons_section(self) -> tuple[gr.Button, gr.Button]:
+        gr.Markdown(device_note(self.jobs), elem_id="device")
+        with gr.Row():
+            train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+            self.resume_btn = gr.Button("Resume", visible=False, elem_id="resume-btn")
+            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+        self.notice = gr.Markdown(label="notice", elem_id="notice")
+        return train_btn, cancel_btn
+
+    # -- layout: the job view (right column) -----------------------------------------------------
+
+    def job_view_section(self) -> None:
+        self.status = gr.Markdown(status_markdown(None), label="status", elem_id="status")
+        self.dataset_info = gr.Markdown(label="dataset", elem_id="dataset-info")
+        self.curves = gr.HTML(training_curves(None), label="curves", elem_id="curves")
+        self.table = gr.Dataframe(history_table(None), label="Epochs (newest first)",
+                                  interactive=False, max_height=300, elem_id="history")
+        self.result = gr.Markdown(label="result", elem_id="result")
+        self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
+                             visible=False, elem_id="val-grid")
+
+    # -- wiring: jobs ----------------------------------------------------------------------------
+
+    def wire_jobs(self, train_btn: gr.Button, cancel_btn: gr.Button, api: gr.Button) -> None:
+        job_view = self.job_view_outputs
+        cancel_btn.click(self.cancel, None, self.notice, api_name="cancel", concurrency_limit=None)
         # One writer of the job view per page: the timer. Its renders must not race another
         # handler's: Gradio applies outputs in the order handlers finish, so a stream that drew
         # epoch 24 could be overwritten by a tick that started earlier with epoch 15.
@@ -232,18 +295,20 @@ class TrainTab:
         # with a notice, and sets the timer to its fast pace); the next tick, within a second, draws it.
         self.timer.tick(self.tick, self.seen, [*job_view, self.timer], api_visibility="private",
                         concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+        # The form's values reach start and train by name (FORM), which are /train's parameter names.
         # "multiple": a second click reaches the server while the first one is pending and gets its
         # refusal; no concurrency limit, or it would queue behind a ZeroGPU run's held request.
-        train_btn.click(self.start, settings_in, [self.notice, self.timer], api_visibility="private",
-                        concurrency_limit=None, trigger_mode="multiple", show_progress="hidden")
+        train_btn.click(self.start, inputs_kwargs=self.form, outputs=[self.notice, self.timer],
+                        api_visibility="private", concurrency_limit=None, trigger_mode="multiple",
+                        show_progress="hidden")
         # API clients have no timer: /train and /follow stream the job view to them. These events
         # hang off a hidden button that no page shows, so they never write to a page.
-        api.click(self.train, settings_in, [self.notice, *job_view], api_name="train", concurrency_limit=None,
-                  trigger_mode="multiple", show_progress="hidden")
+        api.click(self.train, inputs_kwargs=self.form, outputs=[self.notice, *job_view], api_name="train",
+                  concurrency_limit=None, trigger_mode="multiple", show_progress="hidden")
         api.click(self.follow, self.seen, job_view, api_name="follow", concurrency_limit=None, show_progress="hidden")
         # The page's Resume button and API clients: continue one of the caller's own stopped runs.
-        self.resume_btn.click(self.resume, self.resumable, [self.notice, self.timer], api_name="resume", concurrency_limit=None,
-                              show_progress="hidden")
+        self.resume_btn.click(self.resume, self.resumable, [self.notice, self.timer], api_name="resume",
+                              concurrency_limit=None, show_progress="hidden")
         # For API clients: the caller's job as it is now, at once.
         api.click(self.current, None, job_view, api_name="status", concurrency_limit=None, show_progress="hidden")
 
@@ -260,36 +325,20 @@ class TrainTab:
             shown.update(self.models.for_visitor(visitor))
         return shown
 
-    def start(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
+    def start(self, request: gr.Request, profile: gr.OAuthProfile | None, **form):
         """The page's Train button: start the job and answer with a notice; the timer draws it.
         On ZeroGPU the run belongs to this request, so it is held open until the run ends."""
         visitor = self.visitors.of(request, profile)
-        job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
+        job, notice = self.submit(visitor, form)
         yield {self.notice: notice, **({self.timer: gr.Timer(ACTIVE_TICK_S)} if job is not None else {})}
         if job is not None and self.jobs.request_bound:
             for _ in self.held(visitor, job):
                 yield {}  # nothing to draw: the timer does
 
-    def submit(self, visitor: Visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size,
-               gamma, frozen_epochs, optimizer, train_blocks, patience) -> tuple[Job | None, str]:
-        """(the job, "") or (None, why it was not started)."""
+    def submit(self, visitor: Visitor, form: dict) -> tuple[Job | None, str]:
+        """(the job, "") or (None, why it was not started); `form`: values by FORM name."""
         try:
-            if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs, train_blocks, patience):
-                raise UserError("every training setting needs a value")
-            choice = catalog.find_dataset(self.settings, visitor, dataset)
-            mode = catalog.check_choice(mode, MODES, "mode")
-            form = TrainConfig(data_dir=choice.path, arch=catalog.check_choice(arch, ARCHS, "backbone"),
-                               epochs=_number(int, epochs), lr=_number(float, lr), momentum=_number(float, momentum),
-                               batch_size=_number(int, batch_size), step_size=_number(int, step_size),
-                               gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
-                               optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
-                               train_blocks=_number(int, train_blocks), patience=_number(int, patience),
-                               backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
-                               out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
-            # The form's settings; the pretrained layers' share of the rate is the mode's (config.MODE_DEFAULTS).
-            config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr", "patience"})
+            choice, config = self.form_config(visitor, form)
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
                                    prepare=functools.partial(prepare_run, choice, config) if needs else None)
@@ -299,12 +348,22 @@ class TrainTab:
             return None, f"⚠ **Not started:** {reason}"
         return job, ""
 
-    def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
+    def form_config(self, visitor: Visitor, form: dict) -> tuple[catalog.DatasetChoice, TrainConfig]:
+        """The dataset and the TrainConfig the form's values ask for, each one checked against what
+        the catalog offers `visitor`; settings the form does not show come from config.recipe."""
+        if any(form.get(h.name) is None for h in HYPERPARAMETERS if not h.choices):
+            raise UserError("every training setting needs a value")
+        choice = catalog.find_dataset(self.settings, visitor, form["dataset"])
+        given = {"data_dir": choice.path, "mode": catalog.check_choice(form["mode"], MODES, "mode"),
+                 "arch": catalog.check_choice(form["arch"], ARCHS, "backbone"),
+                 **{h.name: h.parse(form[h.name]) for h in HYPERPARAMETERS},
+                 "backbone_weights": catalog.find_backbone(self.settings, form["backbone"]).weights}
+        return choice, recipe(given, defaults={"out_dir": str(catalog.checkpoint_folder(self.settings, visitor))})
+
+    def train(self, request: gr.Request, profile: gr.OAuthProfile | None, **form):
         """/train for API clients: start the job, then stream its view until it is over."""
         visitor = self.visitors.of(request, profile)
-        job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
+        job, notice = self.submit(visitor, form)
         if job is None:
             yield {self.notice: notice}
             return
