@@ -19,8 +19,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .data import SkippedFile, load_image
+from .data import SkippedFile
 from .draft import MAX_CLASSES, MAX_IMAGES
+from .images import load_image
 from .importer import MAX_FILES, VAL_FRACTION, ImportReport
 from .jobs import Job
 from .predict import Evaluation, Explanation, Prediction

@@ -8,15 +8,19 @@ seconds, and gets its arguments and results pickled across. So:
   only when present, so local runs need nothing new;
 - the function it wraps (jobs.training_events) takes a config and a path, not a decoded dataset,
   and yields small events;
-- the app process never touches CUDA on ZeroGPU (predict and evaluate run on its CPU).
+- the app process must not initialise CUDA: there `spaces` patches torch so that
+  `torch.cuda.is_available()` is True while any real CUDA call raises. Predict, evaluate and
+  their streamed batches therefore run on the app's CPU (catalog asks for it), and batches
+  are pinned only for a model on a CUDA device, never because torch says CUDA is available.
 The duration asked for comes from the epochs requested and a per-epoch estimate, capped at
 `max_gpu_seconds()`; a run stops itself (as a cancel: best checkpoint kept) shortly before that
 budget runs out, rather than being killed by the scheduler.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .settings import gpu_seconds, zero_gpu_space
 
 try:  # installed on ZeroGPU Spaces; not needed anywhere else
     import spaces
@@ -35,11 +39,11 @@ IMAGES_PER_SECOND = {"finetune": 150, "progressive": 300, "fixed": 1500}
 
 
 def on_zero_gpu() -> bool:
-    return spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+    return spaces is not None and zero_gpu_space()
 
 
 def max_gpu_seconds() -> int:
-    return int(os.environ.get("BEES_ANTS_GPU_SECONDS", DEFAULT_MAX_GPU_SECONDS))
+    return gpu_seconds() or DEFAULT_MAX_GPU_SECONDS
 
 
 def training_duration(config, *args, **kwargs) -> int:
