@@ -209,12 +209,11 @@ def _streamed(split: Split, batches: list[torch.Tensor], make_batch, device: tor
     # global one: a seeded run reproduces (the order is drawn by the caller, as for decoded splits).
     # Indices travel as lists: index tensors sent to the workers are moved to shared memory by the
     # queue's feeder thread, which grew this process by ~9 MB per batch (measured, glibc arenas).
+    # Pinned pages only speed up copies to a CUDA device, and pinning initialises CUDA, which a
+    # ZeroGPU app process must not do (torch says CUDA is available there): the model's device decides.
     loader = torch.utils.data.DataLoader(_StreamedBatches(split, make_batch), batch_size=None,
                                          sampler=[b.tolist() for b in batches],
                                          num_workers=workers, worker_init_fn=_fresh_worker,
-                                         # Pinned pages only speed up copies to a CUDA device, and
-                                         # pinning initialises CUDA, which a ZeroGPU app process must
-                                         # not (there CUDA "is available" everywhere): the device decides.
                                          pin_memory=torch.device(device).type == "cuda")
     failed = {}
     try:
