@@ -28,7 +28,6 @@ from .predict import Predictor
 from .settings import Settings
 from .train import resume_path
 from .visitors import PRIVATE_FOLDER, Visitor
-from .zerogpu import on_zero_gpu
 
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
@@ -299,5 +298,5 @@ def load_predictor(path: str) -> Predictor:
 
 @functools.lru_cache(maxsize=2)  # two models in memory at most; the picker rarely flips more
 def _predictor(path: str, mtime: float) -> Predictor:
-    # On ZeroGPU the app process must not touch CUDA: predictions run on its CPU there.
-    return Predictor(path, device="cpu" if on_zero_gpu() else None)
+    # On ZeroGPU this is the app process, where CUDA only seems available: pick_device says CPU there.
+    return Predictor(path)

@@ -10,55 +10,50 @@ its images one of two ways, decided per dataset against a memory budget:
   that are no image at all); every pass then reads, decodes, resizes and augments its batches in
   torch DataLoader worker processes, so memory stays flat however large the set.
 `train_batches` and `eval_batches` serve both, so the training loop and the predictor never know.
+Decoding a single image is images.py's; how big to decode and crop comes from the backbone, as the
+`models.Preprocessing` the caller passes in (only its sizes and interpolation are read here).
 """
 from __future__ import annotations
 
 import functools
 import multiprocessing
 import os
-import threading
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
+from . import images
 from .device import batch_slices
 from .errors import UserError
+from .images import (DECODE_PIXEL_BUDGET, DECODE_THREADS, MAX_ASPECT, PixelBudget, UnreadableImage, center_crop_batch,
+                     image_to_tensor, load_image, open_image)
+from .settings import memory_budget_mb
+
+if TYPE_CHECKING:  # handed in by the caller; data sits below models and never imports it
+    from .models import Preprocessing
 
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")  # GIF: 1st frame
 # The tutorial's dataset. Kept as the real source; offline users point --data-dir at a copy.
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 HYMENOPTERA_FILES = {"train": 245, "val": 153}  # files per split in the official archive
-# PIL refuses images above ~89 MP with a DecompressionBombWarning; we treat anything past this as
-# a reason to skip rather than let one hostile upload use gigabytes of memory.
-MAX_PIXELS = 64_000_000
-MAX_ASPECT = 4  # longer side at most 4x the shorter: panoramas keep their centre
-# Decoding threads: a few keep the model fed; one per core on a big machine only multiplies the
-# full-size images held at once.
-DECODE_THREADS = min(os.cpu_count() or 2, 4)
 # Decode once or stream: decoded bytes per pixel (uint8 RGB), and how much wider than square a
 # typical photo is (4:3 and 3:2 are the common cameras), for a first estimate from the file count.
 BYTES_PER_PIXEL = 3
 ASPECT_ALLOWANCE = 1.4
-# Full-size pixels being decoded at once, process-wide (~3 bytes each, plus a converted copy):
-# two of the largest images, ~400 MB; an image alone may always go ahead, however large.
-DECODE_PIXEL_BUDGET = 2 * MAX_PIXELS
 
 
 def memory_budget_bytes(megabytes: int | None = None) -> int:
     """The RAM a run may fill with decoded images and cached activations: `megabytes` when given,
     else $BEES_ANTS_MEMORY_BUDGET_MB, else half of what the OS reports available right now (the
     model, its gradients and the other visitors' runs need the rest)."""
-    megabytes = megabytes or int(os.environ.get("BEES_ANTS_MEMORY_BUDGET_MB") or 0)
+    megabytes = megabytes or memory_budget_mb()
     if megabytes:
         return megabytes * 2**20
     try:
@@ -67,32 +62,6 @@ def memory_budget_bytes(megabytes: int | None = None) -> int:
     except (OSError, StopIteration):  # not Linux: what is free, which undercounts (caches)
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return available // 2
-
-
-class PixelBudget:
-    """A semaphore counted in pixels: `with budget.hold(n):` waits while others hold too many."""
-
-    def __init__(self, pixels: int):
-        self.pixels, self.in_flight = pixels, 0
-        self._free = threading.Condition()
-
-    def hold(self, n: int):
-        budget = self
-
-        class _Hold:
-            def __enter__(self):
-                with budget._free:
-                    budget._free.wait_for(lambda: budget.in_flight == 0 or budget.in_flight + n <= budget.pixels)
-                    budget.in_flight += n
-
-            def __exit__(self, *exc):
-                with budget._free:
-                    budget.in_flight -= n
-                    budget._free.notify_all()
-        return _Hold()
-
-
-decode_budget = PixelBudget(DECODE_PIXEL_BUDGET)
 
 
 class DatasetError(UserError):
@@ -108,37 +77,6 @@ class DatasetDownloadError(DatasetError):
         super().__init__(f"the ants/bees dataset is not at '{target}' and could not be downloaded from "
                          f"{HYMENOPTERA_URL} ({reason}). Offline? Copy an extracted hymenoptera_data folder "
                          "there, or pass --data-dir PATH")
-
-
-class UnreadableImage(ValueError):
-    """One file that cannot be used as an image; the message is the reason it is skipped."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Eval-time preprocessing, taken whole from the backbone's torchvision weights entry.
-
-    Plain types only (`interpolation` is an InterpolationMode's value, "bilinear" or "bicubic"),
-    because checkpoints store it; checkpoints from before it was recorded were all bilinear."""
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-    @classmethod
-    def from_weights(cls, weights) -> "Preprocessing":
-        t = weights.transforms()
-        resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
-        crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
-        return cls(int(resize), int(crop), tuple(t.mean), tuple(t.std), t.interpolation.value)
-
-    def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW -> float NCHW, normalised, channels-last (faster convolutions on CPU)."""
-        x = batch_uint8.float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
 @dataclass
@@ -202,103 +140,6 @@ class Dataset:
         return "\n".join(lines)
 
 
-def load_image(path_or_file, min_side: int | None = None, interpolation: str = "bilinear") -> Image.Image:
-    """Open any common image (a path, a file object or a PIL image) as 8-bit RGB, upright (EXIF),
-    shorter side == min_side if given, resized with `interpolation` (a Preprocessing's: "bilinear", "bicubic").
-
-    Handles grayscale, palette, RGBA (composited on white, as a viewer shows it), CMYK and
-    16-bit/float images. Raises UnreadableImage with a readable reason for anything unreadable.
-    """
-    img = open_image(path_or_file)
-    try:
-        if min_side and img.format == "JPEG":
-            # Let libjpeg decode at a reduced scale (still >= min_side): big photos decode ~4x faster.
-            img.draft("RGB", (min_side, min_side))
-    except (OSError, SyntaxError, ValueError) as e:
-        img.close()
-        raise UnreadableImage(_describe_decode_error(e)) from None
-    with decode_budget.hold(img.width * img.height):  # full-size pixels live only inside
-        return _decode_and_resize(img, min_side, interpolation)
-
-
-def open_image(path_or_file) -> Image.Image:
-    """Open an image and read its header (format, size) without decoding any pixel; raises
-    UnreadableImage for what is no image at all or too large to decode. A picture already in
-    memory (a webcam frame) gets the same checks."""
-    try:
-        img = path_or_file if isinstance(path_or_file, Image.Image) else Image.open(path_or_file)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(_describe_decode_error(e)) from None
-    if img.width * img.height > MAX_PIXELS:
-        img.close()
-        raise UnreadableImage(f"image too large ({img.width}x{img.height} pixels)")
-    return img
-
-
-def _decode_and_resize(opened: Image.Image, min_side: int | None, interpolation: str) -> Image.Image:
-    try:
-        img = _resized(opened, min_side, interpolation)
-    except BaseException:
-        opened.close()
-        raise
-    if img is not opened:
-        opened.close()  # an animation keeps its file open for the next frames; we use the first
-    return img
-
-
-def _resized(img: Image.Image, min_side: int | None, interpolation: str) -> Image.Image:
-    try:
-        img.load()  # a GIF (or any animation): its first frame
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-    # Pillow reports a broken file's bytes with any of these (ValueError too, e.g. a PNG text chunk
-    # too large to decompress); each is a reason to skip that file.
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(_describe_decode_error(e)) from None
-    if max(img.size) > MAX_ASPECT * min(img.size):
-        # A 100000x1 strip would resize to gigabytes; classification looks at the centre anyway.
-        w, h = img.size
-        cw, ch = min(w, MAX_ASPECT * h), min(h, MAX_ASPECT * w)
-        img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
-    if min_side:
-        scale = min_side / min(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.Resampling[interpolation.upper()])
-    return img
-
-
-def _describe_decode_error(e: Exception) -> str:
-    if isinstance(e, UnidentifiedImageError):
-        return "not an image file (or a format Pillow cannot read)"
-    msg = str(e)
-    if "truncated" in msg:
-        return "truncated image file"
-    return f"cannot decode image: {msg}"
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB") if img.mode != "RGB" else img
-
-
-def image_to_tensor(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-
-
-def center_crop_batch(images: list[torch.Tensor], crop_size: int) -> torch.Tensor:
-    return torch.stack([TF.center_crop(im, [crop_size, crop_size]) for im in images])
-
-
 def augment_batch(images: list[torch.Tensor], preprocessing: Preprocessing) -> torch.Tensor:
     """The tutorial's train augmentation: RandomResizedCrop + horizontal flip, on uint8 tensors.
     torchvision draws from torch's global generator, so a seed makes runs reproducible."""
@@ -310,22 +151,24 @@ def augment_batch(images: list[torch.Tensor], preprocessing: Preprocessing) -> t
     return torch.stack([augment(im) for im in images])
 
 
-def train_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = True):
-    """(augmented uint8 images, labels) batches of `split`, in a fresh random order if `shuffle`."""
+def train_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = True,
+                  device: torch.device | str = "cpu"):
+    """(augmented uint8 images, labels) batches of `split`, in a fresh random order if `shuffle`,
+    for a model on `device` (streamed batches are put in pinned memory for a CUDA one)."""
     order = torch.randperm(len(split)) if shuffle else torch.arange(len(split))
     batches = [order[s] for s in batch_slices(len(split), batch_size)]
     if split.images is None:
-        yield from _streamed(split, batches, functools.partial(augment_batch, preprocessing=preprocessing))
+        yield from _streamed(split, batches, functools.partial(augment_batch, preprocessing=preprocessing), device)
         return
     for idx in batches:
         yield augment_batch([split.images[i] for i in idx], preprocessing), split.labels[idx]
 
 
-def eval_batches(split: Split, crop_size: int, batch_size: int):
-    """(centre-cropped uint8 images, labels) batches of `split`, in order."""
+def eval_batches(split: Split, crop_size: int, batch_size: int, device: torch.device | str = "cpu"):
+    """(centre-cropped uint8 images, labels) batches of `split`, in order, for a model on `device`."""
     if split.images is None:
         batches = [torch.arange(len(split))[s] for s in batch_slices(len(split), batch_size)]
-        yield from _streamed(split, batches, functools.partial(center_crop_batch, crop_size=crop_size))
+        yield from _streamed(split, batches, functools.partial(center_crop_batch, crop_size=crop_size), device)
         return
     for s in batch_slices(len(split), batch_size):
         yield center_crop_batch(split.images[s], crop_size), split.labels[s]
@@ -354,11 +197,10 @@ class _StreamedBatches(torch.utils.data.Dataset):
 def _fresh_worker(worker_id: int) -> None:
     # A forked worker inherits the parent's decode budget, possibly mid-update by another thread;
     # it decodes one image at a time, so it gets a budget of its own.
-    global decode_budget
-    decode_budget = PixelBudget(DECODE_PIXEL_BUDGET)
+    images.decode_budget = PixelBudget(DECODE_PIXEL_BUDGET)
 
 
-def _streamed(split: Split, batches: list[torch.Tensor], make_batch):
+def _streamed(split: Split, batches: list[torch.Tensor], make_batch, device: torch.device | str):
     """Yield `batches` of a streamed split, decoded by DataLoader workers (DECODE_THREADS of them,
     at most 2 batches each ahead of the loop); afterwards drop the files that failed."""
     # A daemonic process (ZeroGPU's GPU worker) may not start processes: it decodes in-process.
@@ -367,10 +209,12 @@ def _streamed(split: Split, batches: list[torch.Tensor], make_batch):
     # global one: a seeded run reproduces (the order is drawn by the caller, as for decoded splits).
     # Indices travel as lists: index tensors sent to the workers are moved to shared memory by the
     # queue's feeder thread, which grew this process by ~9 MB per batch (measured, glibc arenas).
+    # Pinned pages only speed up copies to a CUDA device, and pinning initialises CUDA, which a
+    # ZeroGPU app process must not do (torch says CUDA is available there): the model's device decides.
     loader = torch.utils.data.DataLoader(_StreamedBatches(split, make_batch), batch_size=None,
                                          sampler=[b.tolist() for b in batches],
                                          num_workers=workers, worker_init_fn=_fresh_worker,
-                                         pin_memory=torch.cuda.is_available())
+                                         pin_memory=torch.device(device).type == "cuda")
     failed = {}
     try:
         for x, y, lost in loader:

@@ -10,11 +10,22 @@ import os
 import torch
 import torch.distributed as dist
 
+from .settings import zero_gpu_space
+
+# True in a ZeroGPU GPU worker (set by zerogpu.gpu_task): the one process on such a Space whose CUDA is real.
+in_gpu_worker = False
+
+
+def cuda_usable() -> bool:
+    """Whether this process can use CUDA. On a ZeroGPU Space torch says CUDA is available in the app
+    process too (`spaces` emulates it there, and any real use raises), so there only a GPU worker can."""
+    return (in_gpu_worker or not zero_gpu_space()) and torch.cuda.is_available()
+
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
-    if torch.cuda.is_available():
+    if cuda_usable():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")

@@ -31,8 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .data import (DECODE_THREADS, IMAGE_EXTENSIONS, SPLITS, DatasetError, Preprocessing, SkippedFile, UnreadableImage,
-                   load_dataset, load_image)
+from .data import IMAGE_EXTENSIONS, SPLITS, DatasetError, SkippedFile, load_dataset
+from .images import DECODE_THREADS, UnreadableImage, load_image
+from .models import Preprocessing
 
 # Caps for a shared server (a Space); every entry point takes them as arguments too.
 MAX_FILES = 20_000             # images in one archive

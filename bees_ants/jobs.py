@@ -45,7 +45,7 @@ from .device import describe_device, pick_device
 from .errors import UserError
 from .models import preprocessing_for
 from .train import EpochRecord, TrainConfig, TrainingRun
-from .zerogpu import STOP_MARGIN_SECONDS, gpu_task, training_duration
+from .zerogpu import STOP_MARGIN_SECONDS, GpuRefused, gpu_task, training_duration
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Job:
     progress: tuple[str, int, int] | None = None  # (stage, done, total) inside a long step
     checkpoint_path: str | None = None  # set once a best-so-far checkpoint is on disk
     error: str | None = None
+    advice: str | None = None  # what to do about `error`, when its source knows (e.g. GPU quota used up)
     # Filled in on snapshots of queued jobs:
     queue_position: int | None = None  # 1: next to start
     starts_in: float | None = None  # estimated seconds until it starts
@@ -425,6 +426,8 @@ class JobManager:
         outcome = {"status": "failed", "error": "the training thread stopped unexpectedly"}
         try:
             outcome = {"status": self._train(job, prepare)}
+        except GpuRefused as e:
+            outcome = {"status": "failed", "error": e.what, "advice": e.advice}
         except UserError as e:
             outcome = {"status": "failed", "error": str(e)}
         except Exception as e:

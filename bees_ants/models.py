@@ -1,4 +1,5 @@
-"""Backbones by name from torchvision's registry, with one generic head swap for N classes.
+"""Backbones by name from torchvision's registry, with one generic head swap for N classes, and
+the preprocessing each expects (`Preprocessing`, from its weights entry).
 
 Every supported architecture ends in a single `nn.Linear` classifier (resnet: `fc`, mobilenet and
 efficientnet: the last `classifier[i]`), so "the head" is simply the last Linear module: find it,
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 
-from .data import Preprocessing
 from .config import ARCHS
 from .errors import UserError
 
@@ -35,8 +36,33 @@ def default_weights(arch: str):
     return tvm.get_model_weights(arch).DEFAULT
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone wants its images: eval-time preprocessing, taken whole from its torchvision
+    weights entry (`preprocessing_for`). Datasets, the predictor and the exports are handed one.
+
+    Plain types only (`interpolation` is an InterpolationMode's value, "bilinear" or "bicubic"),
+    because checkpoints store it; checkpoints from before it was recorded were all bilinear."""
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> float NCHW, normalised, channels-last (faster convolutions on CPU)."""
+        x = batch_uint8.float().div_(255)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
 def preprocessing_for(arch: str) -> Preprocessing:
-    return Preprocessing.from_weights(default_weights(arch))
+    """`arch`'s eval transforms as its torchvision weights entry gives them (sizes, statistics)."""
+    t = default_weights(arch).transforms()
+    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
+    crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
+    return Preprocessing(int(resize), int(crop), tuple(t.mean), tuple(t.std), t.interpolation.value)
 
 
 def check_arch(arch: str) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data import (DECODE_THREADS, DatasetError, Preprocessing, UnreadableImage, center_crop_batch, eval_batches, image_to_tensor, load_dataset,
-                   load_image)
+from .data import DatasetError, eval_batches, load_dataset
 from .device import autocast, inference_batch_size, pick_device
 from .explain import feature_layer, gradcam, heatmap_overlay
+from .images import DECODE_THREADS, UnreadableImage, center_crop_batch, image_to_tensor, load_image
+from .models import Preprocessing
 
 EXPLAIN_BATCH = 8  # images per Grad-CAM pass: a backward pass keeps every activation
 
@@ -170,7 +171,7 @@ class Predictor:
             raise DatasetError(f"dataset classes {dataset.classes} differ from the model's {self.classes}")
         part = dataset.splits[split]
         probs = torch.cat([self.probabilities(x) for x, _ in
-                           eval_batches(part, self.preprocessing.crop_size, inference_batch_size(self.device))])
+                           eval_batches(part, self.preprocessing.crop_size, inference_batch_size(self.device), self.device)])
         true = part.labels
         predicted = probs.argmax(1)
         n = len(self.classes)

@@ -1,8 +1,8 @@
-"""Where things live on disk: the one place for the locations the app and the CLI share.
+"""Every setting the app and the CLI read from the environment, in one place.
 
 Light on purpose (no torch), so `python -m bees_ants --help` and the app's startup read it for
-free. Locations come from environment variables, so a Space, a container or a test points them
-elsewhere without code changes:
+free. Settings come from environment variables, so a Space, a container or a test points them
+elsewhere without code changes. Where things live on disk (`Settings.from_env`, read once at start):
 
   BEES_ANTS_DATA_ROOT          data root (default data/): the tutorial set is downloaded to
                                <root>/hymenoptera_data; zips and class folders are imported into
@@ -15,8 +15,17 @@ elsewhere without code changes:
                                the app keeps its job records and its browser key in it too
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
+
+Read when used (the functions below), so a test or an operator can change them in a running process:
+
   BEES_ANTS_MEMORY_BUDGET_MB   RAM a training run may fill with decoded images and cached
                                activations (default: half of what is available at its start)
+  BEES_ANTS_GPU_SECONDS        on ZeroGPU, the most GPU seconds one run asks for (zerogpu.py)
+  SPACES_ZERO_GPU              set by Hugging Face on a ZeroGPU Space
+  OAUTH_CLIENT_ID              set by Hugging Face on a Space with `hf_oauth: true`: visitors can sign in
+
+Not ours, and read where they are used: torchrun's LOCAL_RANK and WORLD_SIZE (device.py), and
+Gradio's own GRADIO_* variables (app.py, ui/__init__.py).
 """
 from __future__ import annotations
 
@@ -64,3 +73,19 @@ class Settings:
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
                    max_running=int(env.get("BEES_ANTS_MAX_RUNNING") or 1),
                    max_queued=int(env.get("BEES_ANTS_MAX_QUEUED") or 10))
+
+
+def memory_budget_mb(env=os.environ) -> int | None:
+    return int(env.get("BEES_ANTS_MEMORY_BUDGET_MB") or 0) or None
+
+
+def gpu_seconds(env=os.environ) -> int | None:
+    return int(env.get("BEES_ANTS_GPU_SECONDS") or 0) or None
+
+
+def zero_gpu_space(env=os.environ) -> bool:
+    return env.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def sign_in_offered(env=os.environ) -> bool:
+    return bool(env.get("OAUTH_CLIENT_ID"))

@@ -46,14 +46,13 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .checkpoint import save_checkpoint, write_atomically
 from .config import TrainConfig
-from .data import (Dataset, Preprocessing, Split, eval_batches, load_dataset, memory_budget_bytes,
-                   train_batches)
+from .data import Dataset, Split, eval_batches, load_dataset, memory_budget_bytes, train_batches
 from .datahash import dataset_hash
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
 from .errors import UserError
-from .models import (after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before, get_head,
-                     headless, preprocessing_for)
+from .models import (Preprocessing, after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before,
+                     get_head, headless, preprocessing_for)
 
 
 @dataclass
@@ -404,7 +403,7 @@ class TrainingRun:
         computed batch by batch."""
         bs = self.config.batch_size
         if self.frozen is None or self.cache.views == 0:
-            for x, y in train_batches(self.train_split, self.preprocessing, bs):
+            for x, y in train_batches(self.train_split, self.preprocessing, bs, device=self.device):
                 x = self._to_device(x)
                 if self.frozen is not None:
                     with torch.no_grad(), self._autocast():
@@ -413,7 +412,8 @@ class TrainingRun:
             return
         view = (epoch - self.first_epoch) % self.cache.views
         if view not in self.train_cache:
-            views = train_batches(self.train_split, self.preprocessing, inference_batch_size(self.device), shuffle=False)
+            views = train_batches(self.train_split, self.preprocessing, inference_batch_size(self.device), shuffle=False,
+                                  device=self.device)
             self.train_cache[view] = self._cached(views, "caching train features", len(self.train_split))
         x, y = self.train_cache[view]
         order = torch.randperm(len(y), device=self.device)
@@ -479,7 +479,7 @@ class TrainingRun:
         return self.preprocessing.normalize(batch_uint8.to(self.device, non_blocking=non_blocking))
 
     def _val_batches(self):
-        return eval_batches(self.val_split, self.preprocessing.crop_size, inference_batch_size(self.device))
+        return eval_batches(self.val_split, self.preprocessing.crop_size, inference_batch_size(self.device), self.device)
 
     def _distributed(self, module: nn.Module) -> nn.Module:
         if self.world == 1:

@@ -272,7 +272,8 @@ def main(argv=None) -> int:
                          else measure_forward()))
         return 0
 
-    from bees_ants.data import DECODE_THREADS, memory_budget_bytes
+    from bees_ants.data import memory_budget_bytes
+    from bees_ants.images import DECODE_THREADS
     from bees_ants.models import preprocessing_for
     from bench.run import write_results_md
 

@@ -31,7 +31,7 @@ import torch
 import torchvision
 from torch import nn
 
-from bees_ants.data import center_crop_batch, image_to_tensor, load_image
+from bees_ants.images import center_crop_batch, image_to_tensor, load_image
 from bees_ants.models import build_model, preprocessing_for
 from bees_ants.device import autocast, inference_batch_size, pick_device
 from bees_ants.train import TrainConfig

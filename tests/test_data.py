@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from bees_ants import data as data_mod
-from bees_ants.data import DatasetError, UnreadableImage, augment_batch, load_dataset, load_image
+from bees_ants import images
+from bees_ants.data import DatasetError, augment_batch, load_dataset
+from bees_ants.images import UnreadableImage, load_image
 from bees_ants.models import preprocessing_for
 from conftest import SHARED, make_dataset
 
@@ -51,8 +53,8 @@ def test_gifs_train_from_their_first_frame(tiny_dataset):
 
 
 def test_decode_threads_and_pixels_in_flight_are_bounded():
-    assert 1 <= data_mod.DECODE_THREADS <= 4
-    assert data_mod.decode_budget.pixels >= data_mod.MAX_PIXELS  # the largest image allowed still decodes
+    assert 1 <= images.DECODE_THREADS <= 4
+    assert images.decode_budget.pixels >= images.MAX_PIXELS  # the largest image allowed still decodes
 
 
 @pytest.mark.parametrize("layout, message", [

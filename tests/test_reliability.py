@@ -18,7 +18,7 @@ from PIL import Image
 from app_fixtures import app_settings, running_app
 from bees_ants import catalog, checkpoint, jobs
 from bees_ants.checkpoint import remove_stale_temp_files, save_checkpoint, side_file
-from bees_ants.data import PixelBudget
+from bees_ants.images import PixelBudget
 from bees_ants.visitors import identify
 from conftest import COLOURS, make_dataset, small_config, write_image
 

@@ -141,3 +141,15 @@ def test_a_job_says_how_its_images_are_held(tiny_dataset, tmp_path):
     assert final.storage == "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget"
     assert final.storage in dataset_markdown(final)
 
+
+
+def test_streamed_batches_for_a_cpu_model_are_not_pinned_where_cuda_only_seems_available(tiny_dataset, monkeypatch):
+    # A ZeroGPU app process: torch says CUDA is available, and pinning memory (a CUDA init) raises.
+    def cuda_init():
+        raise RuntimeError("Low-level CUDA init (`torch._C._cuda_init`) reached")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch._C, "_cuda_init", cuda_init)
+    split = streamed(tiny_dataset).splits["val"]
+    labels = torch.cat([y for _, y in eval_batches(split, PREP.crop_size, 3, device="cpu")])
+    assert labels.tolist() == [0] * 4 + [1] * 4
+    assert len(list(train_batches(split, PREP, 4, device="cpu"))) == 2

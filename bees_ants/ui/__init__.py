@@ -38,6 +38,7 @@ import gradio as gr
 from ..catalog import Settings
 from ..checkpoint import remove_stale_temp_files
 from ..jobs import JobManager
+from ..settings import sign_in_offered
 from ..zerogpu import on_zero_gpu
 from .common import ModelPickers, Visitors
 from .compare_tab import CompareTab
@@ -81,7 +82,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
-            if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true
+            if sign_in_offered():  # a Space with hf_oauth: true
                 gr.LoginButton(scale=0, min_width=220)
         who = gr.Markdown(elem_id="visitor")
         browser_id = gr.BrowserState(None, storage_key="bees_ants_visitor", secret=settings.browser_secret())

@@ -12,6 +12,7 @@ from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
 from ..predict import Predictor
+from ..settings import sign_in_offered
 from ..visitors import Visitor, identify, new_browser_id
 
 VAL_GRID_IMAGES = 8
@@ -67,7 +68,7 @@ class Visitors:
             text = f"Signed in as **{visitor.name}**: your datasets, runs and models are yours alone."
         else:
             text = ("Your datasets, runs and models are private to this browser"
-                    + (" (sign in to keep them across devices)." if os.environ.get("OAUTH_CLIENT_ID") else "."))
+                    + (" (sign in to keep them across devices)." if sign_in_offered() else "."))
         return browser_id, text
 
     def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:

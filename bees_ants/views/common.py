@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from ..data import SkippedFile, load_image
+from ..data import SkippedFile
+from ..images import load_image
 
 THUMBNAIL_SIDE = 256  # gallery images: small to send, big enough for the gallery's preview
 

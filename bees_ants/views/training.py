@@ -75,7 +75,8 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     if job.history and job.history[-1].stop_reason:
         setup = f"{job.history[-1].stop_reason[0].upper()}{job.history[-1].stop_reason[1:]}.\n\n{setup}"
     if job.status == "failed":
-        setup = f"**{job.error}**\n\nChange the dataset or the starting weights and click **Train** again.\n\n{setup}"
+        advice = job.advice or "Change the dataset or the starting weights and click **Train** again."
+        setup = f"**{job.error}**\n\n{advice}\n\n{setup}"
     elif job.error:  # interrupted by a restart, or stopped at the GPU time limit
         setup = f"{job.error[0].upper()}{job.error[1:]}.\n\n{setup}"
     return f"### {head}\n{setup}"
