@@ -26,7 +26,7 @@ from .export import export_onnx, export_program
 from .config import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 from .settings import Settings
-from .train import resume_path
+from .resume import resume_path
 from .visitors import PRIVATE_FOLDER, Visitor
 from .zerogpu import on_zero_gpu
 

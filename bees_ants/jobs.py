@@ -11,9 +11,9 @@ cancels it.
   running job, and only its owner can cancel it.
 - At most `max_running` jobs train at once (default 1 per device); the others wait in a bounded
   queue, each told its position and an estimated start.
-- The training itself is `training_events`: a generator of small picklable events that runs in
-  the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a file
-  flag, so it reaches either.
+- The training itself is runner.training_events: a generator of small picklable events that
+  runs in the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a
+  file flag, so it reaches either.
 - A visitor is shown their newest job only, so that is all the manager keeps of them.
 - With a `state_dir`, every change is written there atomically (one JSON per job); at start,
   jobs that were queued or running when the server stopped are marked `interrupted` (their best
@@ -25,27 +25,23 @@ from __future__ import annotations
 import atexit
 import contextvars
 import copy
-import ctypes
-import gc
 import json
 import logging
 import os
-import queue
 import statistics
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .data import SkippedFile, load_dataset
+from .data import SkippedFile
 from .device import describe_device, pick_device
 from .errors import UserError
-from .models import preprocessing_for
-from .train import EpochRecord, TrainConfig, TrainingRun
-from .zerogpu import STOP_MARGIN_SECONDS, gpu_task, training_duration
+from .runner import CancelFlag, training_events
+from .train import EpochRecord, TrainConfig
+from .zerogpu import STOP_MARGIN_SECONDS, training_duration
 
 log = logging.getLogger(__name__)
 
@@ -126,102 +122,6 @@ class Job:
             return f"epoch {self.history[-1].epoch} of {self.config.epochs} done"
         return {"preparing": "preparing its dataset", "scanning": "scanning its dataset",
                 "running": "in its first epoch"}.get(self.status, self.status)
-
-
-# -- the training, as a stream of small picklable events ----------------------------------------
-
-class CancelFlag:
-    """A cancel request that crosses process boundaries: a file. `TrainingRun` polls `is_set`
-    between batches; a stat per batch costs nothing next to a forward pass."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-
-    def is_set(self) -> bool:
-        return os.path.exists(self.path)
-
-    def set(self) -> None:
-        Path(self.path).touch()
-
-
-def release_memory() -> None:
-    """Give a finished run's memory back: collect its reference cycles, empty the CUDA cache, and
-    on glibc return freed heap pages to the system (glibc keeps them otherwise, and an idle app
-    would go on holding a fine-tune's gigabytes)."""
-    gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-    except Exception:  # best effort: never fail a run for this
-        pass
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
-
-
-@gpu_task(duration=training_duration)
-def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
-    """Scan, then train, yielding ("scanned", classes, counts, skipped, storage), ("progress", stage,
-    done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
-    seconds pass first (the run then stops as if cancelled), and last ("end", status) -- or
-    ("failed", reason) for a problem the user can fix (a bad dataset, weights that do not fit). Takes only
-    a config, a path and a number, so it can run in a forked GPU worker (ZeroGPU) as well as in a
-    thread here."""
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    done = object()
-
-    def progress(stage: str, n: int, total: int) -> None:
-        events.put(("progress", stage, n, total))
-
-    def train() -> str:
-        # The dataset, model, optimiser and cached features live in this frame and the run only,
-        # so they are garbage once it returns.
-        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
-                               memory_budget_mb=config.memory_budget_mb)
-        events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped), dataset.storage))
-        run = TrainingRun(config, dataset, cancel=CancelFlag(cancel_path), on_progress=progress)
-        for record in run:
-            events.put(("epoch", record, run.checkpoint_path))
-        return run.status
-
-    def produce() -> None:
-        released = False
-        try:
-            status = train()
-            release_memory()  # before "end": the job's end is when its memory is back
-            released = True
-            events.put(("end", status))
-        except UserError as e:  # as text: on ZeroGPU only that crosses back from the GPU worker
-            traceback.clear_frames(e.__traceback__)  # its frames would keep the run's tensors alive
-            events.put(("failed", str(e)))
-        except BaseException as e:  # a bug: raised in the consumer, with its traceback
-            traceback.clear_frames(e.__traceback__)  # the lines stay; the frames' locals (tensors) go
-            events.put(("error", e))
-        finally:
-            if not released:
-                release_memory()
-            events.put(done)
-
-    # Progress arrives from inside an epoch, through a callback: a thread turns it into yields.
-    threading.Thread(target=produce, name="training", daemon=True).start()
-    deadline = time.monotonic() + time_limit if time_limit else None
-    while True:
-        try:
-            event = events.get(timeout=1.0 if deadline else None)
-        except queue.Empty:
-            event = None
-        if deadline and time.monotonic() > deadline:
-            deadline = None
-            CancelFlag(cancel_path).set()
-            yield ("time_limit", time_limit)
-        if event is done:
-            return
-        if event is not None and event[0] == "error":
-            raise event[1]
-        if event is not None:
-            yield event
 
 
 # -- the manager -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from bees_ants import jobs as jobs_mod
+from bees_ants import jobs as jobs_mod, runner
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.data import DatasetError
 from bees_ants.jobs import Job, JobManager, JobRefused
@@ -140,7 +140,7 @@ def test_unexpected_exception_is_captured_and_manager_keeps_working(tiny_dataset
         def __iter__(self):
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(jobs_mod, "TrainingRun", Broken)
+    monkeypatch.setattr(runner, "TrainingRun", Broken)
     manager = JobManager(state_dir=tmp_path / "jobs")
     manager.submit(ALICE, small_config(tiny_dataset, tmp_path))
     final = run_to_end(manager)[-1]

@@ -19,7 +19,7 @@ from ..importer import import_zip
 from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
-from ..train import resume_config, resume_path
+from ..resume import resume_config, resume_path
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file
