@@ -289,7 +289,8 @@ class TrainTab:
             config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr", "patience"})
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
-                                   prepare=functools.partial(prepare_run, choice, config) if needs else None)
+                                   prepare=functools.partial(prepare_run, choice, config) if needs else None,
+                                   source=visitor.source, signed_in=visitor.signed_in)
         except UserError as e:  # any other exception is a bug and keeps its traceback
             reason = e
             gr.Warning(f"Not started: {reason}")
@@ -317,7 +318,7 @@ class TrainTab:
             path = catalog.resumable_checkpoint(self.settings, visitor, checkpoint)
             config = resume_config(path)
             catalog.find_dataset(self.settings, visitor, config.data_dir)  # still one the visitor may use
-            job = self.jobs.submit(visitor.key, config)
+            job = self.jobs.submit(visitor.key, config, source=visitor.source, signed_in=visitor.signed_in)
         except UserError as e:
             gr.Warning(f"Not resumed: {e}")
             yield {self.notice: f"⚠ **Not resumed:** {e}"}
