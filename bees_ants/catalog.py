@@ -26,7 +26,7 @@ from .export import export_onnx, export_program
 from .config import DEFAULT_ARCH, arch_of_file
 from .predict import Predictor
 from .settings import Settings
-from .train import resume_path
+from .resume import resume_path
 from .visitors import PRIVATE_FOLDER, Visitor
 
 WEIGHT_SUFFIXES = (".pth", ".pt")

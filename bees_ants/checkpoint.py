@@ -2,22 +2,25 @@
 
 Written atomically (temporary file in the same folder, fsync, rename) so a crash mid-save never
 leaves a half-written model where a good one was; read with `torch.load(weights_only=True)`, so
-opening a checkpoint cannot run code. Metadata holds only plain types for the same reason.
+opening a checkpoint cannot run code. Metadata holds only plain types for the same reason; what a
+training run records there (`run_meta`) is decided here, beside the code that reads it back.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import __version__
 from .errors import UserError
 
 FORMAT = "bees_ants/1"
@@ -26,6 +29,9 @@ SIDE_SUFFIX = ".json"  # <checkpoint>.pt.json: its metadata alone, so listings n
 # Temporary files of an interrupted save: ".<name>.<random>.tmp" (checkpoints and their side
 # files) and ".<name>.pt2.tmp", ".<name>.onnx.tmp" (exports).
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
+# TrainConfig fields that say where and on what a run ran, not how it learned: left out of a
+# checkpoint's "hyperparameters", so two runs of one recipe compare equal.
+NOT_HYPERPARAMETERS = ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from", "memory_budget_mb")
 
 
 class CheckpointError(UserError):
@@ -47,6 +53,43 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {self.path or ''} does not match its architecture "
                                   f"{self.meta['arch']}: {str(e).splitlines()[0]}") from None
         return model.eval()
+
+
+def new_checkpoint_path(config) -> str:
+    """A fresh file name in `config.out_dir`: <arch>-<mode>-<date>-<time>.pt."""
+    stem = Path(config.out_dir) / f"{config.arch}-{config.mode}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    path, n = stem.with_suffix(".pt"), 1
+    while path.exists():  # two runs started within the same second
+        n += 1
+        path = Path(f"{stem}-{n}.pt")
+    return str(path)
+
+
+def run_meta(config, dataset, preprocessing, history: list, best: dict, status: str, stop_reason: str,
+             device: str) -> dict:
+    """The metadata a training run writes with its best weights: what the model is (arch, classes,
+    preprocessing), how it was trained, its history and best epoch (`best`: val_acc, val_loss,
+    epoch), how the run ended, and on what data, device and versions."""
+    import torchvision  # loaded anyway by whoever trains; not needed to read a checkpoint
+
+    from .datahash import dataset_hash  # datahash imports data; keep this module import-light
+    return {
+        "arch": config.arch,
+        "class_names": list(dataset.classes),
+        "mode": config.mode,
+        "preprocessing": asdict(preprocessing),
+        "hyperparameters": {k: v for k, v in asdict(config).items() if k not in NOT_HYPERPARAMETERS},
+        "history": [asdict(r) for r in history],
+        "best": best,
+        "status": status,
+        "stop_reason": stop_reason,
+        "dataset": {"root": str(dataset.root), "counts": dataset.counts(), "skipped": len(dataset.skipped),
+                    "hash": dataset_hash(dataset.root, dataset.classes)},
+        "device": device,
+        "versions": {"bees_ants": __version__, "torch": str(torch.__version__),
+                     "torchvision": str(torchvision.__version__)},
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def write_atomically(path: Path, write) -> None:

@@ -124,7 +124,7 @@ def cmd_train(args) -> int:
 
     settings = Settings.from_env()
     if args.resume:
-        from .train import resume_config
+        from .resume import resume_config
         config, weights_note = resume_config(args.resume), ""
         args.mode, args.data_dir = config.mode, config.data_dir
     else:

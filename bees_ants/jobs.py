@@ -11,9 +11,14 @@ cancels it.
   running job, and only its owner can cancel it.
 - At most `max_running` jobs train at once (default 1 per device); the others wait in a bounded
   queue, each told its position and an estimated start.
-- The training itself is `training_events`: a generator of small picklable events that runs in
-  the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a file
-  flag, so it reaches either.
+- Fair share: identities are free (every new API client is a new visitor), so one source must not
+  be able to fill the queue. Anonymous visitors may have at most `max_per_source` jobs queued or
+  running per network address (`source`), and only `max_queued - signed_in_places` of the queue's
+  places; signed-in visitors, who cannot multiply at will, may use every place. And no run trains
+  longer than `max_run_seconds`: it then stops as a cancel does, keeping its best checkpoint.
+- The training itself is runner.training_events: a generator of small picklable events that
+  runs in the runner thread, or in a forked GPU worker on ZeroGPU (see zerogpu.py). Cancel is a
+  file flag, so it reaches either.
 - A visitor is shown their newest job only, so that is all the manager keeps of them.
 - With a `state_dir`, every change is written there atomically (one JSON per job); at start,
   jobs that were queued or running when the server stopped are marked `interrupted` (their best
@@ -25,27 +30,24 @@ from __future__ import annotations
 import atexit
 import contextvars
 import copy
-import ctypes
-import gc
 import json
 import logging
+import math
 import os
-import queue
 import statistics
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .data import SkippedFile, load_dataset
+from .data import SkippedFile
 from .device import describe_device, pick_device
 from .errors import UserError
-from .models import preprocessing_for
-from .train import EpochRecord, TrainConfig, TrainingRun
-from .zerogpu import STOP_MARGIN_SECONDS, GpuRefused, gpu_task, training_duration
+from .runner import CancelFlag, training_events
+from .train import EpochRecord, TrainConfig
+from .zerogpu import STOP_MARGIN_SECONDS, GpuRefused, training_duration
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Job:
     config: TrainConfig
     device: str
     submitted: float  # time.time()
+    source: str = ""  # the network address it came from (never written to disk); "" when unknown
+    signed_in: bool = False
     status: str = "queued"
     version: int = 0  # the manager's change counter when this copy was taken
     started: float | None = None
@@ -129,110 +133,18 @@ class Job:
                 "running": "in its first epoch"}.get(self.status, self.status)
 
 
-# -- the training, as a stream of small picklable events ----------------------------------------
-
-class CancelFlag:
-    """A cancel request that crosses process boundaries: a file. `TrainingRun` polls `is_set`
-    between batches; a stat per batch costs nothing next to a forward pass."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-
-    def is_set(self) -> bool:
-        return os.path.exists(self.path)
-
-    def set(self) -> None:
-        Path(self.path).touch()
-
-
-def release_memory() -> None:
-    """Give a finished run's memory back: collect its reference cycles, empty the CUDA cache, and
-    on glibc return freed heap pages to the system (glibc keeps them otherwise, and an idle app
-    would go on holding a fine-tune's gigabytes)."""
-    gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-    except Exception:  # best effort: never fail a run for this
-        pass
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
-
-
-@gpu_task(duration=training_duration)
-def training_events(config: TrainConfig, cancel_path: str, time_limit: float | None = None) -> Iterator[tuple]:
-    """Scan, then train, yielding ("scanned", classes, counts, skipped, storage), ("progress", stage,
-    done, total), ("epoch", record, checkpoint_path), ("time_limit", seconds) if `time_limit`
-    seconds pass first (the run then stops as if cancelled), and last ("end", status) -- or
-    ("failed", reason) for a problem the user can fix (a bad dataset, weights that do not fit). Takes only
-    a config, a path and a number, so it can run in a forked GPU worker (ZeroGPU) as well as in a
-    thread here."""
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    done = object()
-
-    def progress(stage: str, n: int, total: int) -> None:
-        events.put(("progress", stage, n, total))
-
-    def train() -> str:
-        # The dataset, model, optimiser and cached features live in this frame and the run only,
-        # so they are garbage once it returns.
-        dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
-                               memory_budget_mb=config.memory_budget_mb)
-        events.put(("scanned", list(dataset.classes), dataset.counts(), list(dataset.skipped), dataset.storage))
-        run = TrainingRun(config, dataset, cancel=CancelFlag(cancel_path), on_progress=progress)
-        for record in run:
-            events.put(("epoch", record, run.checkpoint_path))
-        return run.status
-
-    def produce() -> None:
-        released = False
-        try:
-            status = train()
-            release_memory()  # before "end": the job's end is when its memory is back
-            released = True
-            events.put(("end", status))
-        except UserError as e:  # as text: on ZeroGPU only that crosses back from the GPU worker
-            traceback.clear_frames(e.__traceback__)  # its frames would keep the run's tensors alive
-            events.put(("failed", str(e)))
-        except BaseException as e:  # a bug: raised in the consumer, with its traceback
-            traceback.clear_frames(e.__traceback__)  # the lines stay; the frames' locals (tensors) go
-            events.put(("error", e))
-        finally:
-            if not released:
-                release_memory()
-            events.put(done)
-
-    # Progress arrives from inside an epoch, through a callback: a thread turns it into yields.
-    threading.Thread(target=produce, name="training", daemon=True).start()
-    deadline = time.monotonic() + time_limit if time_limit else None
-    while True:
-        try:
-            event = events.get(timeout=1.0 if deadline else None)
-        except queue.Empty:
-            event = None
-        if deadline and time.monotonic() > deadline:
-            deadline = None
-            CancelFlag(cancel_path).set()
-            yield ("time_limit", time_limit)
-        if event is done:
-            return
-        if event is not None and event[0] == "error":
-            raise event[1]
-        if event is not None:
-            yield event
-
-
 # -- the manager -----------------------------------------------------------------------------------
 
 class JobManager:
     def __init__(self, max_running: int = 1, max_queued: int = 10, state_dir: str | os.PathLike | None = None,
-                 request_bound: bool = False):
+                 request_bound: bool = False, max_run_seconds: float | None = None, max_per_source: int = 0,
+                 signed_in_places: int = 0):
         self.max_running = max_running
         self.max_queued = max_queued
         self.request_bound = request_bound
+        self.max_run_seconds = max_run_seconds  # None or 0: no limit
+        self.max_per_source = max_per_source  # 0: no limit
+        self.signed_in_places = signed_in_places
         self._state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="bees_ants-jobs-"))
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._changed = threading.Condition()
@@ -247,24 +159,23 @@ class JobManager:
 
     # -- what a visitor can do --------------------------------------------------------------------
 
-    def submit(self, owner: str, config: TrainConfig, prepare: Callable[[], object] | None = None) -> Job:
-        """Queue a job for `owner`; it starts by itself when a runner is free. `prepare` runs first
-        in the runner (e.g. a dataset download). Raises JobRefused when the visitor already has a
-        job, or the queue is full."""
+    def submit(self, owner: str, config: TrainConfig, prepare: Callable[[], object] | None = None,
+               source: str = "", signed_in: bool = False) -> Job:
+        """Queue a job for `owner`, who asks from network address `source`; it starts by itself when
+        a runner is free. `prepare` runs first in the runner (e.g. a dataset download). Raises
+        JobRefused when the visitor already has a job, or the queue has no place for them."""
         with self._changed:
             mine = self._active_job(owner)
             if mine is not None:
                 self._fill_queue_info()
                 raise JobRefused(f"you already have a training job ({mine.describe()}); "
                                  "wait for it to finish or cancel it first")
-            if sum(j.status == "queued" for j in self._jobs.values()) >= self.max_queued:
-                raise JobRefused(f"the training queue is full ({self.max_queued} jobs waiting); "
-                                 "try again in a few minutes")
+            self._check_fair_share(source, signed_in)
             previous = self._jobs.get(owner)
             self._last_id += 1
             job = Job(id=self._last_id, owner=owner, config=config,
                       device=describe_device(pick_device(config.device)) if not self.request_bound else "ZeroGPU",
-                      submitted=time.time())
+                      submitted=time.time(), source=source, signed_in=signed_in)
             if previous is not None:  # its record goes; the new job replaces it
                 self._record_path(previous).unlink(missing_ok=True)
             self._jobs[owner] = job
@@ -322,6 +233,39 @@ class JobManager:
 
     # -- internals (call with the lock held) ------------------------------------------------------
 
+    def _check_fair_share(self, source: str, signed_in: bool) -> None:
+        """Refuse a job that would take more than its source's share of the queue (see the module doc)."""
+        sign_in = " or sign in with Hugging Face" if self.signed_in_places else ""
+        if not signed_in and source and self.max_per_source:
+            same = sum(j.active and not j.signed_in and j.source == source for j in self._jobs.values())
+            if same >= self.max_per_source:
+                raise JobRefused(f"{same} training job(s) from your network address are already queued or running, "
+                                 f"the most one address may have; wait for one to finish{sign_in}")
+        queued = [j for j in self._jobs.values() if j.status == "queued"]
+        if len(queued) >= self.max_queued:
+            raise JobRefused(f"the training queue is full ({self.max_queued} jobs waiting); "
+                             "try again in a few minutes")
+        anonymous_places = self.max_queued - self.signed_in_places
+        if not signed_in and sum(not j.signed_in for j in queued) >= anonymous_places:
+            raise JobRefused(f"the training queue's {anonymous_places} places for anonymous visitors are taken "
+                             f"({self.signed_in_places} more are kept for signed-in visitors); "
+                             f"try again in a few minutes{sign_in}")
+
+    def _time_limit(self, job: Job) -> tuple[float | None, str]:
+        """How long the run may train, and what the visitor is told if it stops there: this
+        server's cap on one run, or on ZeroGPU the GPU time the run asked for, whichever is shorter
+        (None: no limit)."""
+        limits = []
+        if self.max_run_seconds:
+            cap = self.max_run_seconds
+            span = f"{cap / 60:g}-minute" if cap >= 60 and cap % 60 == 0 else f"{cap:g}-second"
+            limits.append((cap, f"stopped at the {span} cap on one run; best checkpoint kept"))
+        if self.request_bound:  # the run must end within the GPU time it asked for: it stops itself first
+            gpu = training_duration(job.config) - STOP_MARGIN_SECONDS
+            limits.append((gpu, f"stopped after {gpu:.0f} s, the GPU time this Space gives one run; "
+                                "the best checkpoint so far is kept"))
+        return min(limits, default=(None, ""))
+
     def _active_job(self, owner: str) -> Job | None:
         job = self._jobs.get(owner)
         return job if job is not None and job.active else None
@@ -377,7 +321,7 @@ class JobManager:
     def _expected_seconds(self, job: Job) -> float:
         measured = self._epoch_seconds.get((job.config.arch, job.config.mode))
         per_epoch = statistics.median(measured) if measured else GUESSED_EPOCH_SECONDS.get(job.config.mode, 15.0)
-        return GUESSED_SETUP_SECONDS + per_epoch * job.config.epochs
+        return min(GUESSED_SETUP_SECONDS + per_epoch * job.config.epochs, self.max_run_seconds or math.inf)
 
     def _remaining(self, job: Job, now: float) -> float:
         eta = job.eta()
@@ -393,6 +337,7 @@ class JobManager:
     def _save(self, job: Job) -> None:
         record = asdict(job)
         record.pop("queue_position"), record.pop("starts_in")
+        record.pop("source")  # an address is needed only while the job is active; not kept on disk
         path = self._record_path(job)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(record))
@@ -446,8 +391,7 @@ class JobManager:
             prepare()
             self._update(job, status="scanning")
         status, shown_progress = "failed", 0.0
-        # On ZeroGPU the run must end within the GPU time it asked for: it stops itself first.
-        time_limit = training_duration(job.config) - STOP_MARGIN_SECONDS if self.request_bound else None
+        time_limit, stopped_there = self._time_limit(job)
         for event in training_events(job.config, str(self._cancel_path(job)), time_limit):
             kind = event[0]
             if kind == "scanned":
@@ -467,9 +411,7 @@ class JobManager:
                     with self._changed:
                         self._epoch_seconds.setdefault((job.config.arch, job.config.mode), []).append(record.seconds)
             elif kind == "time_limit":
-                self._update(job, cancel_requested=True,
-                             error=f"stopped after {event[1]:.0f} s, the GPU time this Space gives one run; "
-                                   "the best checkpoint so far is kept")
+                self._update(job, cancel_requested=True, error=stopped_there)
             elif kind == "failed":
                 raise UserError(event[1])
             elif kind == "end":

@@ -15,6 +15,13 @@ elsewhere without code changes. Where things live on disk (`Settings.from_env`, 
                                the app keeps its job records and its browser key in it too
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
+  BEES_ANTS_MAX_RUN_SECONDS    longest a run may train (default 1200, 20 minutes; 0: no cap); it
+                               then stops as a cancel does, keeping its best checkpoint. On
+                               ZeroGPU a run's GPU time (BEES_ANTS_GPU_SECONDS) is shorter still
+  BEES_ANTS_MAX_PER_ADDRESS    jobs an anonymous visitor's network address may have queued or
+                               running at once (default 2; 0: no limit)
+  BEES_ANTS_SIGNED_IN_PLACES   queue places kept for visitors signed in with Hugging Face
+                               (default: a third of the queue when the Space offers sign-in)
 
 Read when used (the functions below), so a test or an operator can change them in a running process:
 
@@ -46,6 +53,9 @@ class Settings:
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     max_running: int = 1
     max_queued: int = 10
+    max_run_seconds: int = 20 * 60  # a fine-tune of the tutorial's set takes minutes on a CPU
+    max_per_address: int = 2
+    signed_in_places: int = 0
 
     @property
     def jobs_dir(self) -> Path:
@@ -68,11 +78,16 @@ class Settings:
     def from_env(cls, env=os.environ) -> "Settings":
         extra = tuple(Path(p) for p in env.get("BEES_ANTS_DATASETS", "").split(os.pathsep) if p)
         weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
+        max_queued = int(env.get("BEES_ANTS_MAX_QUEUED") or 10)
+        signed_in_places = max_queued // 3 if sign_in_offered(env) else 0
         return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
                    backbone_weights=Path(weights) if weights else None,
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
                    max_running=int(env.get("BEES_ANTS_MAX_RUNNING") or 1),
-                   max_queued=int(env.get("BEES_ANTS_MAX_QUEUED") or 10))
+                   max_queued=max_queued,
+                   max_run_seconds=int(env.get("BEES_ANTS_MAX_RUN_SECONDS") or 20 * 60),
+                   max_per_address=int(env.get("BEES_ANTS_MAX_PER_ADDRESS") or 2),
+                   signed_in_places=int(env.get("BEES_ANTS_SIGNED_IN_PLACES") or signed_in_places))
 
 
 def memory_budget_mb(env=os.environ) -> int | None:

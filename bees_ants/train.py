@@ -17,9 +17,11 @@ The optimizer is SGD or AdamW, the new head at `lr` and the pretrained layers at
 `lr * backbone_lr_scale`; `patience` stops a run whose val loss stopped falling.
 The best-val-accuracy weights are written whenever they improve (after that epoch joins the
 history, so the file always describes itself), so a cancel or crash leaves the best model so far
-on disk; at the end the file is rewritten once with the full history and final status. Beside it,
-`<checkpoint>.resume` holds the last epoch's weights, optimizer, scheduler and random state, so an
-interrupted run continues where it stopped (`resume_config`); it is removed when the run completes.
+on disk; at the end the file is rewritten once with the full history and final status (what it
+records: checkpoint.run_meta). Beside it, `<checkpoint>.resume` holds the last epoch's weights,
+optimizer, scheduler and random state, so an interrupted run continues where it stopped (resume.py);
+it is removed when the run completes. A run stops early when its `cancel` (`ShouldStop`) says so,
+polled between batches: a user's cancel, a time limit, or its reader gone (runner.py).
 
 Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
 DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
@@ -28,31 +30,25 @@ only rank 0 writes the checkpoint, in the same format as a single-process run.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import math
-import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
 
 import torch
-import torchvision
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__
-from .checkpoint import save_checkpoint, write_atomically
+from .checkpoint import new_checkpoint_path, run_meta, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, Split, eval_batches, load_dataset, memory_budget_bytes, train_batches
-from .datahash import dataset_hash
 from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
-from .errors import UserError
 from .models import (Preprocessing, after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before,
                      get_head, headless, preprocessing_for)
+from .resume import load_resume_state, restore_training_state, resume_path, save_resume_state
 
 
 @dataclass
@@ -170,46 +166,11 @@ class Cancelled(Exception):
     pass
 
 
-class ResumeError(UserError):
-    """A run that cannot be resumed; the message says why."""
+class ShouldStop(Protocol):
+    """What a run polls between batches to know it should stop: a threading.Event, a cancel file,
+    a deadline, or any of several (runner.py)."""
 
-
-RESUME_FORMAT = "bees_ants-resume/1"
-
-
-def resume_path(checkpoint_path: str | os.PathLike) -> Path:
-    """Where a run keeps what it needs to continue (last epoch's weights, optimizer and scheduler
-    state, best so far), beside its best-weights checkpoint until the run completes."""
-    return Path(f"{checkpoint_path}.resume")
-
-
-def load_resume_state(checkpoint_path: str | os.PathLike) -> dict:
-    path = resume_path(checkpoint_path)
-    if not path.is_file():
-        raise ResumeError(f"nothing to resume for '{checkpoint_path}': its run completed, or it was not "
-                          "trained by this version (no resume state beside it)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise ResumeError(f"the resume state '{path}' is unreadable: {str(e).splitlines()[0]}") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise ResumeError(f"'{path}' is not a bees_ants resume state")
-    return state
-
-
-def resume_config(checkpoint_path: str | os.PathLike) -> TrainConfig:
-    """The settings of the interrupted run that wrote `checkpoint_path`, set to continue it."""
-    cfg = load_resume_state(checkpoint_path)["config"]
-    return TrainConfig(**{**cfg, "resume_from": str(checkpoint_path), "checkpoint_path": str(checkpoint_path)})
-
-
-def new_checkpoint_path(cfg: TrainConfig) -> str:
-    stem = Path(cfg.out_dir) / f"{cfg.arch}-{cfg.mode}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    path, n = stem.with_suffix(".pt"), 1
-    while path.exists():  # two runs started within the same second
-        n += 1
-        path = Path(f"{stem}-{n}.pt")
-    return str(path)
+    def is_set(self) -> bool: ...
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -233,7 +194,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.
 class TrainingRun:
     config: TrainConfig
     dataset: Dataset | None = None  # pass a loaded one to skip the scan (the app shows it first)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: ShouldStop = field(default_factory=threading.Event)  # an Event never set: no early stop
     # on_progress(stage, done, total) during long steps within an epoch, at most once per batch:
     # "decoding images", "caching train features", "caching val features" (images), "training" (batches)
     on_progress: Callable[[str, int, int], None] | None = None
@@ -499,54 +460,27 @@ class TrainingRun:
     def _save(self) -> None:
         if self.rank != 0:
             return
-        cfg, best = self.config, self.best
-        meta = {
-            "arch": cfg.arch,
-            "class_names": list(self.dataset.classes),
-            "mode": cfg.mode,
-            "preprocessing": asdict(self.preprocessing),
-            "hyperparameters": {k: v for k, v in asdict(cfg).items()
-                                if k not in ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from",
-                                             "memory_budget_mb")},
-            "history": [asdict(r) for r in self.history],
-            "best": {"val_acc": best.val_acc, "val_loss": best.val_loss, "epoch": best.epoch},
-            "status": self.status,
-            "stop_reason": self.stop_reason,
-            "dataset": {"root": str(self.dataset.root), "counts": self.dataset.counts(),
-                        "skipped": len(self.dataset.skipped),
-                        "hash": dataset_hash(self.dataset.root, self.dataset.classes)},
-            "device": describe_device(self.device) + (f" x {self.world} processes" if self.world > 1 else ""),
-            "versions": {"bees_ants": __version__, "torch": str(torch.__version__),
-                         "torchvision": str(torchvision.__version__)},
-            "created": dt.datetime.now().isoformat(timespec="seconds"),
-        }
-        save_checkpoint(self.checkpoint_path, best.state_dict, meta)
+        best = {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch}
+        device = describe_device(self.device) + (f" x {self.world} processes" if self.world > 1 else "")
+        meta = run_meta(self.config, self.dataset, self.preprocessing, self.history, best, self.status,
+                        self.stop_reason, device)
+        save_checkpoint(self.checkpoint_path, self.best.state_dict, meta)
 
     def _save_resume_state(self, epoch: int) -> None:
         """What `_restore` needs to continue after `epoch`, written atomically beside the checkpoint."""
         if self.rank != 0:
             return
-        cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
-        state = {"format": RESUME_FORMAT, "config": asdict(self.config), "epoch": epoch,
-                 "model": cpu(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "history": [asdict(r) for r in self.history],
-                 "best": {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
-                          "state_dict": cpu(self.best.state_dict)},
-                 "patience": {"lowest_val_loss": self.lowest_val_loss, "since_better": self.since_better_loss},
-                 "rng": torch.get_rng_state()}
-        write_atomically(resume_path(self.checkpoint_path), lambda f: torch.save(state, f))
+        best = {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
+                "state_dict": self.best.state_dict}
+        save_resume_state(self.checkpoint_path, self.config, epoch, self.model, self.optimizer, self.scheduler,
+                          self.history, best,
+                          {"lowest_val_loss": self.lowest_val_loss, "since_better": self.since_better_loss})
 
     def _restore(self, state: dict) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ResumeError(f"the resume state does not fit this model: {str(e).splitlines()[0]}") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_training_state(state, self.model, self.optimizer, self.scheduler)
         self.history = [EpochRecord(**r) for r in state["history"]]
         b = state["best"]
         self.best = Best(b["val_acc"], b["val_loss"], b["epoch"], {k: v.to(self.device) for k, v in b["state_dict"].items()})
         self.lowest_val_loss = state["patience"]["lowest_val_loss"]
         self.since_better_loss = state["patience"]["since_better"]
-        torch.set_rng_state(state["rng"])
         self.first_epoch = state["epoch"] + 1

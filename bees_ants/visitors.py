@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PRIVATE_FOLDER = "visitors"  # <data root>/visitors/<key>/ and <weights dir>/visitors/<key>/
@@ -25,6 +25,9 @@ _BROWSER_ID = re.compile(r"^[0-9a-f]{32}$")
 class Visitor:
     identity: str  # "hf:<user>", "browser:<id>" or "session:<hash>"
     name: str = "you"  # how the page addresses them
+    # The network address the request came from: not who they are (many people share one, and one
+    # person may use several), but it cannot be made up per request, so the queue shares by it.
+    source: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:
@@ -43,11 +46,11 @@ def new_browser_id() -> str:
     return uuid.uuid4().hex
 
 
-def identify(username: str | None, browser_id: str | None, session_hash: str | None) -> Visitor:
-    """The visitor behind a request. A browser id must look like one we issued; anything else
-    (an API client sending junk) falls back to the session."""
+def identify(username: str | None, browser_id: str | None, session_hash: str | None, source: str = "") -> Visitor:
+    """The visitor behind a request from network address `source`. A browser id must look like one
+    we issued; anything else (an API client sending junk) falls back to the session."""
     if username:
-        return Visitor(f"hf:{username}", username)
+        return Visitor(f"hf:{username}", username, source)
     if isinstance(browser_id, str) and _BROWSER_ID.match(browser_id):
-        return Visitor(f"browser:{browser_id}")
-    return Visitor(f"session:{session_hash or 'none'}")
+        return Visitor(f"browser:{browser_id}", source=source)
+    return Visitor(f"session:{session_hash or 'none'}", source=source)

@@ -6,7 +6,7 @@ calls) for at most `duration` seconds, and gets its arguments and results pickle
 - `gpu_task` is `spaces.GPU(duration=...)` on ZeroGPU and leaves the function as it is
   everywhere else (a laptop, CPU Basic, a dedicated GPU Space); the `spaces` package is imported
   only when present, so local runs need nothing new;
-- the function it wraps (jobs.training_events) takes a config and a path, not a decoded dataset,
+- the function it wraps (runner.training_events) takes a config and a path, not a decoded dataset,
   and yields small events;
 - the app process must not initialise CUDA, and cannot ask torch whether it may: there `spaces`
   patches torch so that `torch.cuda.is_available()` is True while any real CUDA call raises.

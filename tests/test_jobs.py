@@ -1,9 +1,10 @@
 """The training job manager: per-visitor jobs, a queue with positions, cancel, failures, restarts."""
+import threading
 from pathlib import Path
 
 import pytest
 
-from bees_ants import jobs as jobs_mod
+from bees_ants import jobs as jobs_mod, runner
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.data import DatasetError
 from bees_ants.jobs import Job, JobManager, JobRefused
@@ -140,7 +141,7 @@ def test_unexpected_exception_is_captured_and_manager_keeps_working(tiny_dataset
         def __iter__(self):
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(jobs_mod, "TrainingRun", Broken)
+    monkeypatch.setattr(runner, "TrainingRun", Broken)
     manager = JobManager(state_dir=tmp_path / "jobs")
     manager.submit(ALICE, small_config(tiny_dataset, tmp_path))
     final = run_to_end(manager)[-1]
@@ -172,3 +173,62 @@ def test_eta_comes_from_the_last_epoch_time(tmp_path):
     assert job.elapsed(now=160.0) == 60.0
     job.status, job.finished = "completed", 150.0
     assert job.eta() is None and job.elapsed(now=999.0) == 50.0
+
+
+# -- fair share ------------------------------------------------------------------------------------
+
+HOME, ELSEWHERE = "203.0.113.5", "198.51.100.7"
+
+
+def holding_the_runner(manager, tmp_path, hold: threading.Event, owner="holder-key"):
+    """A job that occupies the runner, preparing until `hold` is set, then fails (no dataset): the
+    queue's rules can be checked without training anything."""
+    manager.submit(owner, small_config(tmp_path / "missing", tmp_path), prepare=hold.wait, source=ELSEWHERE)
+    return owner
+
+
+def test_one_address_cannot_fill_the_queue(tiny_dataset, tmp_path):
+    manager = JobManager(max_running=1, max_queued=10, max_per_source=2, state_dir=tmp_path / "jobs")
+    hold = threading.Event()
+    holder = holding_the_runner(manager, tmp_path, hold)
+    for visitor in ("api-client-1", "api-client-2"):  # a new API client is a new visitor...
+        manager.submit(visitor, small_config(tiny_dataset, tmp_path), source=HOME)
+    with pytest.raises(JobRefused, match=r"2 training job\(s\) from your network address are already queued"):
+        manager.submit("api-client-3", small_config(tiny_dataset, tmp_path), source=HOME)  # ...but not a new address
+    assert manager.latest("api-client-3") is None
+    manager.submit(BOB, small_config(tiny_dataset, tmp_path), source=ELSEWHERE)  # others still get in
+    manager.submit(CAROL, small_config(tiny_dataset, tmp_path), source=HOME, signed_in=True)  # and accounts
+    assert manager.cancel("api-client-1")  # a place for that address again
+    manager.submit("api-client-3", small_config(tiny_dataset, tmp_path), source=HOME)
+    for owner in ("api-client-2", "api-client-3", BOB, CAROL):
+        assert manager.cancel(owner)
+    hold.set()
+    assert run_to_end(manager, holder)[-1].status == "failed"
+
+
+def test_places_kept_for_signed_in_visitors(tiny_dataset, tmp_path):
+    manager = JobManager(max_running=1, max_queued=3, signed_in_places=1, state_dir=tmp_path / "jobs")
+    hold = threading.Event()
+    holder = holding_the_runner(manager, tmp_path, hold)
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path), source=HOME)
+    manager.submit(BOB, small_config(tiny_dataset, tmp_path), source=ELSEWHERE)
+    with pytest.raises(JobRefused, match=r"2 places for anonymous visitors are taken.*sign in with Hugging Face"):
+        manager.submit(CAROL, small_config(tiny_dataset, tmp_path), source="192.0.2.1")
+    signed_in = manager.submit("hf-dave-key", small_config(tiny_dataset, tmp_path), source="192.0.2.1", signed_in=True)
+    assert signed_in.queue_position == 3
+    with pytest.raises(JobRefused, match=r"queue is full \(3 jobs waiting\)"):
+        manager.submit("hf-erin-key", small_config(tiny_dataset, tmp_path), source="192.0.2.2", signed_in=True)
+    for owner in (ALICE, BOB, "hf-dave-key"):
+        assert manager.cancel(owner)
+    hold.set()
+    assert run_to_end(manager, holder)[-1].status == "failed"
+    # The address is for the queue only: it is not written with the job's record.
+    assert not any(HOME in p.read_text() for p in (tmp_path / "jobs").glob("job-*.json"))
+
+
+def test_the_run_time_cap_stops_a_run_like_a_cancel_and_says_why(tiny_dataset, tmp_path):
+    manager = JobManager(max_run_seconds=0.001, state_dir=tmp_path / "jobs")
+    manager.submit(ALICE, small_config(tiny_dataset, tmp_path, mode="finetune", epochs=500))
+    final = run_to_end(manager)[-1]
+    assert final.status == "cancelled" and len(final.history) < 500
+    assert final.error == "stopped at the 0.001-second cap on one run; best checkpoint kept"

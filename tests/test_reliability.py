@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app_fixtures import app_settings, running_app
-from bees_ants import catalog, checkpoint, jobs
+from bees_ants import catalog, checkpoint, runner
 from bees_ants.checkpoint import remove_stale_temp_files, save_checkpoint, side_file
 from bees_ants.images import PixelBudget
 from bees_ants.visitors import identify
@@ -172,13 +172,13 @@ def test_status_answers_at_once_with_the_callers_job(shared_model_server):
 def test_a_finished_run_keeps_nothing_alive(tmp_path, monkeypatch):
     refs = []
 
-    class Tracked(jobs.TrainingRun):
+    class Tracked(runner.TrainingRun):
         def _setup(self):
             super()._setup()
             refs.extend([weakref.ref(self), weakref.ref(self.dataset), weakref.ref(self.model)])
-    monkeypatch.setattr(jobs, "TrainingRun", Tracked)
+    monkeypatch.setattr(runner, "TrainingRun", Tracked)
     config = small_config(make_dataset(tmp_path / "data"), tmp_path, epochs=2)
-    events = list(jobs.training_events(config, str(tmp_path / "cancel")))
+    events = list(runner.training_events(config, str(tmp_path / "cancel")))
     assert events[-1] == ("end", "completed") and len(refs) == 3
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
@@ -205,17 +205,17 @@ def test_pixel_budget_holds_back_images_beyond_it():
 def test_a_run_that_failed_with_a_bug_keeps_nothing_alive_through_its_traceback(tmp_path, monkeypatch):
     refs = []
 
-    class Buggy(jobs.TrainingRun):
+    class Buggy(runner.TrainingRun):
         def _setup(self):
             super()._setup()
             refs.extend([weakref.ref(self), weakref.ref(self.dataset), weakref.ref(self.model)])
 
         def _train_epoch(self, epoch):
             raise RuntimeError("a bug")
-    monkeypatch.setattr(jobs, "TrainingRun", Buggy)
+    monkeypatch.setattr(runner, "TrainingRun", Buggy)
     config = small_config(make_dataset(tmp_path / "data"), tmp_path, epochs=2)
     with pytest.raises(RuntimeError, match="a bug") as raised:
-        list(jobs.training_events(config, str(tmp_path / "cancel")))
+        list(runner.training_events(config, str(tmp_path / "cancel")))
     gc.collect()
     assert "_train_epoch" in [f.name for f in traceback.extract_tb(raised.value.__traceback__)]  # it still says where
     assert len(refs) == 3 and [r() for r in refs] == [None, None, None]  # its frames' tensors do not

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from bees_ants.train import resume_path
+from bees_ants.resume import resume_path
 from test_app import call, named, rows, train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")

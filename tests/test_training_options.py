@@ -10,8 +10,8 @@ from bees_ants.cli import main
 from bees_ants.config import ARCHS, ConfigError, TrainConfig
 from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
-from bees_ants.train import (ResumeError, TrainingRun, load_resume_state, plan_cache, resume_config,
-                             resume_path)
+from bees_ants.resume import ResumeError, load_resume_state, resume_config, resume_path
+from bees_ants.train import TrainingRun, plan_cache
 
 
 def config(data, tmp_path, **kw):

@@ -2,6 +2,7 @@
 (the app identifies an API client by its session). What one uploads, trains and runs is invisible
 and untouchable for the other, and the other's requests for it are refused exactly like requests
 for things that do not exist."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from bees_ants.catalog import DATASET_REFUSAL
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_settings, dataset_zip
+from app_fixtures import app_settings, dataset_zip, running_app
 from test_app import call, named, rows, train, train_args, visitor_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -165,3 +166,33 @@ def test_a_page_learns_its_visitor_before_it_lists_their_datasets_and_models(tmp
         chain.append(nxt["api_name"])
         after = nxt["id"]
     assert chain == ["dataset_picker", "refreshed"]
+
+
+def test_one_address_gets_a_fair_share_of_the_queue_through_the_api(tmp_path):
+    """Every API client is a new visitor, but not a new address: the queue counts jobs by address."""
+    settings = dataclasses.replace(app_settings(tmp_path), max_per_address=1)
+    with running_app(settings) as url:
+        first, second = Client(url, verbose=False), Client(url, verbose=False)
+        run = first.submit(**train_args(settings.dataset_dirs[0], epochs=300), api_name="/train")
+        try:
+            next(iter(run))  # the first output: the job exists
+            refused = named(second, "train", second.predict(**train_args(settings.dataset_dirs[0]), api_name="/train"))
+            assert "Not started" in refused["notice"] and "from your network address" in refused["notice"]
+            assert "No training yet" in second.predict(api_name="/status")[0]
+        finally:
+            first.predict(api_name="/cancel")
+            for _ in run:  # to its end
+                pass
+
+
+def test_the_client_address_is_the_connection_or_on_a_space_the_proxys_first_entry(monkeypatch):
+    import gradio as gr
+
+    from bees_ants.ui.common import client_address
+
+    request = gr.Request(headers={"x-forwarded-for": "203.0.113.5, 10.0.0.1"}, client={"host": "10.16.3.80", "port": 1})
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert client_address(request) == "10.16.3.80"  # off a Space the header is whatever the client sent
+    monkeypatch.setenv("SPACE_ID", "someone/bees-ants")
+    assert client_address(request) == "203.0.113.5"  # on a Space every request comes through the proxy
+    assert client_address(None) == ""

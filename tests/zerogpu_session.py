@@ -14,14 +14,14 @@ import spaces  # noqa: E402,F401  (a Space imports it before torch touches CUDA)
 import torch  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
-import bees_ants.jobs as jobs  # noqa: E402
+import bees_ants.runner as runner  # noqa: E402
 import bees_ants.zerogpu as zerogpu  # noqa: E402
 from app_fixtures import app_settings, running_app  # noqa: E402
 from test_app import call, named, rows, train, train_args  # noqa: E402
 
 
 def main(root: Path, hub_token: str) -> dict:
-    summary = {"on_zero_gpu": zerogpu.on_zero_gpu(), "wrapped": hasattr(jobs.training_events, "zerogpu"),
+    summary = {"on_zero_gpu": zerogpu.on_zero_gpu(), "wrapped": hasattr(runner.training_events, "zerogpu"),
                "app_pid": os.getpid(), "cap": zerogpu.max_gpu_seconds(),
                "cuda_seems_available": torch.cuda.is_available()}
     settings = app_settings(root)

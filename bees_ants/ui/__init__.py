@@ -76,7 +76,8 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
     # Saves cut short by a kill leave hidden temp files; those older than any save still running.
     remove_stale_temp_files(settings.weights_dir)
     jobs = jobs or JobManager(settings.max_running, settings.max_queued, settings.jobs_dir,
-                              request_bound=on_zero_gpu())
+                              request_bound=on_zero_gpu(), max_run_seconds=settings.max_run_seconds,
+                              max_per_source=settings.max_per_address, signed_in_places=settings.signed_in_places)
     visitors = Visitors()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         with gr.Row(equal_height=True):

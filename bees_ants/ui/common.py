@@ -73,7 +73,21 @@ class Visitors:
 
     def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
         session = getattr(request, "session_hash", None)
-        return identify(profile.username if profile else None, self._browsers.get(session), session)
+        return identify(profile.username if profile else None, self._browsers.get(session), session,
+                        client_address(request))
+
+
+def client_address(request: gr.Request | None) -> str:
+    """The network address a request came from. On a Space every request arrives through Hugging
+    Face's proxy, which puts the client's address first in X-Forwarded-For; anywhere else that
+    header is whatever the client sent, so the connection's own address is used."""
+    if request is None:
+        return ""
+    forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("SPACE_ID") else ""
+    if forwarded.split(",")[0].strip():
+        return forwarded.split(",")[0].strip()
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or ""
 
 
 class ModelPickers:

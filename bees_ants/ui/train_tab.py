@@ -21,7 +21,7 @@ from ..importer import import_zip
 from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
-from ..train import resume_config, resume_path
+from ..resume import resume_config, resume_path
 from ..views.datasets import THUMBNAILS_SHOWN, UPLOAD_HELP, import_markdown, thumbnail_items
 from ..views.training import dataset_markdown, history_table, result_markdown, status_markdown, training_curves
 from ..visitors import Visitor
@@ -341,7 +341,8 @@ class TrainTab:
             choice, config = self.form_config(visitor, form)
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
             job = self.jobs.submit(visitor.key, config,
-                                   prepare=functools.partial(prepare_run, choice, config) if needs else None)
+                                   prepare=functools.partial(prepare_run, choice, config) if needs else None,
+                                   source=visitor.source, signed_in=visitor.signed_in)
         except UserError as e:  # any other exception is a bug and keeps its traceback
             reason = e
             gr.Warning(f"Not started: {reason}")
@@ -379,7 +380,7 @@ class TrainTab:
             path = catalog.resumable_checkpoint(self.settings, visitor, checkpoint)
             config = resume_config(path)
             catalog.find_dataset(self.settings, visitor, config.data_dir)  # still one the visitor may use
-            job = self.jobs.submit(visitor.key, config)
+            job = self.jobs.submit(visitor.key, config, source=visitor.source, signed_in=visitor.signed_in)
         except UserError as e:
             gr.Warning(f"Not resumed: {e}")
             yield {self.notice: f"⚠ **Not resumed:** {e}"}
