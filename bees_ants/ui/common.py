@@ -7,12 +7,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
 
 from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
 from ..predict import Predictor
-from ..visitors import Visitor, identify, new_browser_id
+from ..visitors import KEY_HEADER, Visitor, identify, new_browser_id
 
 VAL_GRID_IMAGES = 8
 NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
@@ -45,10 +46,32 @@ def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
     return [(image_file(image), caption) for image, caption in items]
 
 
+class UntrustedImage(gr.Image):
+    """An image box (webcam, clipboard, upload) whose picture reaches the handler as a file, not
+    decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
+    every picture with PIL before the handler runs, so a file that is no image got PIL's error,
+    naming a temp path on the server. A template of gr.Image: the page draws it as one."""
+
+    is_template = True
+
+    def __init__(self, **kwargs):
+        super().__init__(type="filepath", **kwargs)
+
+    def preprocess(self, payload) -> str | None:
+        if payload is None:
+            return None
+        if payload.path is None and payload.url and payload.url.startswith("data:"):  # a frame sent inline
+            return processing_utils.save_base64_to_cache(payload.url, self.GRADIO_CACHE)
+        return payload.path
+
+
 class Visitors:
-    """Who is behind each request. A page tells us once, on load, which browser it is (an id kept
-    in the browser's localStorage, so it survives reloads and restarts); a signed-in Hugging Face
-    account wins over that; an API client is its session. Handlers call `of(request, profile)`."""
+    """Who is behind each request (visitors.identify decides; this reads the request). A page
+    tells us once, on load, which browser it is (an id kept in the browser's localStorage, so it
+    survives reloads and restarts); a signed-in Hugging Face account wins over that; an API client
+    or an MCP agent that sends the X-Bees-Ants-Key header is that key; any other API client is its
+    session. Gradio's MCP server marks the calls it relays with `x-gradio-user: mcp` and passes on
+    the agent's own headers (its key among them). Handlers call `of(request, profile)`."""
 
     MAX_PAGES = 100_000  # pages remembered; the oldest is forgotten (it re-registers on reload)
 
@@ -71,8 +94,14 @@ class Visitors:
         return browser_id, text
 
     def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
+        """The visitor; a key that breaks the rule is refused with the rule (gr.Error)."""
         session = getattr(request, "session_hash", None)
-        return identify(profile.username if profile else None, self._browsers.get(session), session)
+        headers = getattr(request, "headers", None) or {}
+        try:
+            return identify(profile.username if profile else None, self._browsers.get(session), session,
+                            key=headers.get(KEY_HEADER), via_mcp=headers.get("x-gradio-user") == "mcp")
+        except UserError as e:
+            raise gr.Error(str(e)) from None
 
 
 class ModelPickers:

@@ -1,0 +1,151 @@
+"""What the tabs share: who is asking (Visitors), the model pickers, and images written as files."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+from gradio import processing_utils
+
+from .. import catalog
+from ..catalog import Settings
+from ..errors import UserError
+from ..predict import Predictor
+from ..visitors import KEY_HEADER, Visitor, identify, new_browser_id
+
+VAL_GRID_IMAGES = 8
+NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
+
+
+def image_file(image, format: str = "JPEG") -> str:
+    """A PIL image written once under a name of its own inside Gradio's cache folder, which
+    Gradio then serves as it is. Every image the app shows goes through here.
+
+    Handed PIL images, Gradio writes each to a cache path named by its content hash, truncating
+    and rewriting the file if it is there: two requests showing the same image rewrite it while it
+    is being served, and a download fails ("Too little data for declared Content-Length"). A file
+    already in the cache is neither copied nor rewritten, and no other request uses its name."""
+    folder = Path(gr.utils.get_upload_folder()) / "bees_ants-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=format, **({"quality": 90} if format == "JPEG" else {}))
+        final = tmp[:-len(".tmp")] + "." + format.lower()
+        os.replace(tmp, final)  # complete before anyone can know its name
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
+    """(PIL image, caption) -> (file, caption), for a gallery (see image_file)."""
+    return [(image_file(image), caption) for image, caption in items]
+
+from gradio.events import Dependency
+
+class UntrustedImage(gr.Image):
+    """An image box (webcam, clipboard, upload) whose picture reaches the handler as a file, not
+    decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
+    every picture with PIL before the handler runs, so a file that is no image got PIL's error,
+    naming a temp path on the server. A template of gr.Image: the page draws it as one."""
+
+    is_template = True
+
+    def __init__(self, **kwargs):
+        super().__init__(type="filepath", **kwargs)
+
+    def preprocess(self, payload) -> str | None:
+        if payload is None:
+            return None
+        if payload.path is None and payload.url and payload.url.startswith("data:"):  # a frame sent inline
+            return processing_utils.save_base64_to_cache(payload.url, self.GRADIO_CACHE)
+        return payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class Visitors:
+    """Who is behind each request (visitors.identify decides; this reads the request). A page
+    tells us once, on load, which browser it is (an id kept in the browser's localStorage, so it
+    survives reloads and restarts); a signed-in Hugging Face account wins over that; an API client
+    or an MCP agent that sends the X-Bees-Ants-Key header is that key; any other API client is its
+    session. Gradio's MCP server marks the calls it relays with `x-gradio-user: mcp` and passes on
+    the agent's own headers (its key among them). Handlers call `of(request, profile)`."""
+
+    MAX_PAGES = 100_000  # pages remembered; the oldest is forgotten (it re-registers on reload)
+
+    def __init__(self):
+        self._browsers: OrderedDict[str, str] = OrderedDict()  # Gradio session hash -> browser id
+
+    def register(self, browser_id: str | None, request: gr.Request, profile: gr.OAuthProfile | None):
+        browser_id = browser_id if identify(None, browser_id, None).identity.startswith("browser:") else None
+        browser_id = browser_id or new_browser_id()
+        self._browsers[request.session_hash] = browser_id
+        self._browsers.move_to_end(request.session_hash)
+        while len(self._browsers) > self.MAX_PAGES:
+            self._browsers.popitem(last=False)
+        visitor = self.of(request, profile)
+        if visitor.signed_in:
+            text = f"Signed in as **{visitor.name}**: your datasets, runs and models are yours alone."
+        else:
+            text = ("Your datasets, runs and models are private to this browser"
+                    + (" (sign in to keep them across devices)." if os.environ.get("OAUTH_CLIENT_ID") else "."))
+        return browser_id, text
+
+    def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
+        """The visitor; a key that breaks the rule is refused with the rule (gr.Error)."""
+        session = getattr(request, "session_hash", None)
+        headers = getattr(request, "headers", None) or {}
+        try:
+            return identify(profile.username if profile else None, self._browsers.get(session), session,
+                            key=headers.get(KEY_HEADER), via_mcp=headers.get("x-gradio-user") == "mcp")
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+
+
+class ModelPickers:
+    """The checkpoint lists of the Predict and Evaluate tabs, and the Predict tab's note when there
+    is no checkpoint yet. Created unrendered: each tab renders its own in its layout."""
+
+    def __init__(self, settings: Settings, visitors: Visitors):
+        self.settings, self.visitors = settings, visitors
+        self.predict = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model", render=False)
+        self.note = gr.Markdown(label="model_note", elem_id="model-note", render=False)
+        self.evaluate = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="eval-model", render=False)
+        self.outputs = [self.predict, self.note, self.evaluate]  # the /models endpoint's outputs, in order
+
+    def refreshed(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """Both lists read again, the newest of the visitor's checkpoints selected."""
+        return self.for_visitor(self.visitors.of(request, profile))
+
+    def for_visitor(self, visitor: Visitor) -> dict:
+        choices = catalog.checkpoint_choices(self.settings, visitor)
+        newest = choices[0][1] if choices else None
+        return {self.predict: gr.Dropdown(choices=choices, value=newest), self.note: "" if choices else NO_MODEL,
+                self.evaluate: gr.Dropdown(choices=choices, value=newest)}
+
+
+def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
+    """The model's Predictor, or a UserError saying what to do instead."""
+    try:
+        return catalog.load_predictor(catalog.check_checkpoint(settings, visitor, model))
+    except UserError:
+        if catalog.checkpoint_choices(settings, visitor):
+            raise
+        raise UserError(NO_MODEL) from None
+
+
+def val_root(predictor: Predictor) -> str:
+    """The model's dataset folder, or a UserError when its val images are not on this server."""
+    root = predictor.checkpoint.meta.get("dataset", {}).get("root")
+    if not root or not Path(root, "val").is_dir():
+        raise UserError(f"This model's dataset ({root or 'unknown'}) is no longer on this server, "
+                        "so there are no val images to use.")
+    return root
