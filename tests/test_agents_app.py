@@ -21,7 +21,8 @@ from test_app import call, train_args  # noqa: E402
 from bees_ants.ui.tools import AGENT_TOOLS  # noqa: E402
 from bees_ants.visitors import KEY_RULE, Visitor  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
+pytestmark = [pytest.mark.filterwarnings("ignore:::gradio.queueing"),
+              pytest.mark.filterwarnings("ignore:This MCP server includes a tool that has a gr.State input")]
 
 X_KEY, Y_KEY = "x" * 8 + "-agent-X-0123456789abcdefghij", "y" * 8 + "-agent-Y-0123456789abcdefghij"
 
@@ -154,3 +155,24 @@ def test_a_dataset_named_visitors_is_listed_like_any_other(app, tmp_path):
     picker = call(client, "import_dataset", handle_file(str(archive)))["dataset"]
     assert picker["value"].endswith("/visitors")
     assert picker["value"] in [path for _, path in picker["choices"]]
+
+
+def test_a_file_url_as_a_model_is_an_unknown_model(app, tmp_path):
+    import os
+
+    url, settings = app
+    image = picture_url(tmp_path)
+    x_model = Visitor(f"key:{X_KEY}").folder(settings.weights_dir) / "x.pt"
+    names = ["file://" + str(x_model), "file:///etc/passwd", "file://x.pt", "file://shared.pt"]
+
+    async def calls(session):
+        return [await session.call_tool("classify", {"image": image, "model": name}) for name in names]
+
+    for name, answer in zip(names, agent(url, Y_KEY, calls)):
+        assert answer.isError and text(answer) == f"no model named '{name}'; the models here: shared.pt"
+        assert os.getcwd() not in text(answer).replace(name, "")
+    client = Client(url, verbose=False)
+    for name in names:
+        with pytest.raises(AppError) as refused:
+            client.predict(handle_file(write_image(tmp_path / "b.png", COLOURS["bees"])), name, api_name="/classify")
+        assert str(refused.value) == f"no model named '{name}'; the models here: shared.pt"

@@ -50,12 +50,10 @@ class UntrustedImage(gr.Image):
     """An image box (webcam, clipboard, upload) whose picture reaches the handler as a file, not
     decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
     every picture with PIL before the handler runs, so a file that is no image got PIL's error,
-    naming a temp path on the server. A template of gr.Image: the page draws it as one."""
+    naming a temp path on the server. A template of gr.Image: the page draws it as one. Create it
+    with type="filepath", which is what it hands over."""
 
-    is_template = True
-
-    def __init__(self, **kwargs):
-        super().__init__(type="filepath", **kwargs)
+    is_template = True  # (no __init__ of its own: Gradio reads a component's props from its signature)
 
     def preprocess(self, payload) -> str | None:
         if payload is None:
