@@ -139,3 +139,27 @@ def test_a_file_that_is_no_image_is_refused_in_the_snapshot_and_paste_boxes(buil
         client.predict(run[-1]["model"]["value"], handle_file(str(junk)), api_name="/classify_one")
     assert str(refused.value) == "Not classified: not an image file (or a format Pillow cannot read)"
     assert call(client, "draft", "ants")["draft-table"] == before
+
+
+def test_a_streamed_webcam_frame_that_is_no_image_gets_the_apps_reason(trained_checkpoint):
+    """The webcam streams frames inline (data URLs), which no API client can send: the box is
+    checked directly. The frame stays in memory and is decoded by the predictor, with its reason."""
+    import base64
+    import io
+
+    from gradio.components.image import ImageData
+    from PIL import Image
+
+    from bees_ants.predict import Predictor
+    from bees_ants.ui.common import UntrustedImage
+
+    def frame(data: bytes):
+        box = UntrustedImage(sources=["webcam"], streaming=True, type="filepath", render=False)
+        return box.preprocess(ImageData(url="data:image/jpeg;base64," + base64.b64encode(data).decode()))
+
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), COLOURS["bees"]).save(picture, "JPEG")
+    good, junk = Predictor(trained_checkpoint).predict([frame(picture.getvalue()), frame(b"\xff\xd8junk")],
+                                                       names=["good", "junk"])
+    assert good.error is None and good.label in ("ants", "bees")
+    assert junk.error == "not an image file (or a format Pillow cannot read)"

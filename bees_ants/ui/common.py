@@ -1,6 +1,8 @@
-"""What the tabs share: who is asking (Visitors), the model pickers, and images written as files."""
+"""What the tabs share: who is asking (Visitors), the model pickers, images written as files, and
+image boxes whose pictures the app decodes itself (UntrustedImage)."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections import OrderedDict
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio import processing_utils
+from gradio_client import utils as client_utils
 
 from .. import catalog
 from ..catalog import Settings
@@ -51,14 +54,16 @@ class UntrustedImage(gr.Image):
     decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
     every picture with PIL before the handler runs, so a file that is no image got PIL's error,
     naming a temp path on the server. A template of gr.Image: the page draws it as one. Create it
-    with type="filepath", which is what it hands over."""
+    with type="filepath": it hands over a file (a streamed webcam frame: a file in memory)."""
 
     is_template = True  # (no __init__ of its own: Gradio reads a component's props from its signature)
 
-    def preprocess(self, payload) -> str | None:
+    def preprocess(self, payload) -> str | io.BytesIO | None:
         if payload is None:
             return None
-        if payload.path is None and payload.url and payload.url.startswith("data:"):  # a frame sent inline
+        if payload.path is None and payload.url and payload.url.startswith("data:"):  # sent inline
+            if self.streaming:  # a webcam frame, several a second: kept in memory, never written
+                return io.BytesIO(client_utils.decode_base64_to_binary(payload.url)[0])
             return processing_utils.save_base64_to_cache(payload.url, self.GRADIO_CACHE)
         return payload.path
 
