@@ -44,8 +44,10 @@ class Settings:
         return self.weights_dir / ".jobs"
 
     def browser_secret(self) -> str:
-        """The key that encrypts each browser's visitor id in its localStorage. Kept in the
-        weights folder, so visitors keep their id (and their models) across restarts."""
+        """The key gr.BrowserState scrambles each browser's visitor id with in its localStorage.
+        Gradio sends it to every page (in /config), so it hides the id from nobody: the id is a
+        random bearer secret that only its browser holds (README: Spaces). Kept in the weights
+        folder so that stored ids stay readable, and visitors keep their models, across restarts."""
         path = self.weights_dir / ".browser-secret"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
