@@ -151,10 +151,10 @@ def test_a_streamed_webcam_frame_that_is_no_image_gets_the_apps_reason(trained_c
     from PIL import Image
 
     from bees_ants.predict import Predictor
-    from bees_ants.ui.common import UntrustedImage
+    from bees_ants.ui.common import untrusted_image
 
     def frame(data: bytes):
-        box = UntrustedImage(sources=["webcam"], streaming=True, type="filepath", render=False)
+        box = untrusted_image(sources=["webcam"], streaming=True, render=False)
         return box.preprocess(ImageData(url="data:image/jpeg;base64," + base64.b64encode(data).decode()))
 
     picture = io.BytesIO()

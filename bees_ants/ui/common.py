@@ -1,5 +1,5 @@
 """What the tabs share: who is asking (Visitors), the model pickers, images written as files, and
-image boxes whose pictures the app decodes itself (UntrustedImage)."""
+image boxes whose pictures the app decodes itself (untrusted_image)."""
 from __future__ import annotations
 
 import io
@@ -49,23 +49,25 @@ def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
     return [(image_file(image), caption) for image, caption in items]
 
 
-class UntrustedImage(gr.Image):
+def untrusted_image(**options) -> gr.Image:
     """An image box (webcam, clipboard, upload) whose picture reaches the handler as a file, not
     decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
     every picture with PIL before the handler runs, so a file that is no image got PIL's error,
-    naming a temp path on the server. A template of gr.Image: the page draws it as one. Create it
-    with type="filepath": it hands over a file (a streamed webcam frame: a file in memory)."""
+    naming a temp path on the server. The box's `preprocess` is replaced on the instance: a
+    subclass of a Gradio component makes Gradio write a .pyi stub beside this source file."""
+    box = gr.Image(type="filepath", **options)
 
-    is_template = True  # (no __init__ of its own: Gradio reads a component's props from its signature)
-
-    def preprocess(self, payload) -> str | io.BytesIO | None:
+    def preprocess(payload) -> str | io.BytesIO | None:
         if payload is None:
             return None
         if payload.path is None and payload.url and payload.url.startswith("data:"):  # sent inline
-            if self.streaming:  # a webcam frame, several a second: kept in memory, never written
+            if box.streaming:  # a webcam frame, several a second: kept in memory, never written
                 return io.BytesIO(client_utils.decode_base64_to_binary(payload.url)[0])
-            return processing_utils.save_base64_to_cache(payload.url, self.GRADIO_CACHE)
+            return processing_utils.save_base64_to_cache(payload.url, box.GRADIO_CACHE)
         return payload.path
+
+    box.preprocess = preprocess
+    return box
 
 
 class Visitors:

@@ -9,7 +9,7 @@ from .. import catalog, views
 from ..catalog import Settings
 from ..draft import Draft
 from ..errors import UserError
-from .common import UntrustedImage, Visitors, gallery_files
+from .common import Visitors, gallery_files, untrusted_image
 
 SHOWN_IMAGES = 6  # the selected class's newest images
 
@@ -30,7 +30,7 @@ class DatasetBuilder:
             self.cls = gr.Radio([], label="Class to add images to", elem_id="draft-class")
             self.files = gr.File(file_count="multiple", label="Image files for this class", height=140,
                                  elem_id="draft-files")
-            self.frame = UntrustedImage(sources=["webcam", "clipboard", "upload"], type="filepath", height=240,
+            self.frame = untrusted_image(sources=["webcam", "clipboard", "upload"], height=240,
                                         label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
             self.added = gr.Markdown(elem_id="draft-added")
             self.table = gr.Markdown(views.draft_markdown({}), elem_id="draft-table")
