@@ -55,15 +55,18 @@ def is_prepared(folder: Path) -> bool:
 def prepared_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != PRIVATE_FOLDER and is_prepared(p))
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_prepared(p))
 
 
 def dataset_choices(settings: Settings, visitor: Visitor | None) -> list[DatasetChoice]:
     """The tutorial's ants/bees set first, then the visitor's own uploads (none before we know
     who it is), then the shared prepared folders in the data root, then extras."""
     tutorial = settings.data_root / "hymenoptera_data"
-    own = prepared_folders(visitor.folder(settings.data_root)) if visitor else []
-    found = [tutorial, *own, *prepared_folders(settings.data_root)]
+    own = prepared_folders(visitor.folder(settings.data_root)) if visitor and not visitor.anonymous else []
+    # The data root's visitors/ folder holds everyone's own folders: never a dataset itself (in a
+    # visitor's own folder, a dataset may be called "visitors").
+    shared = [p for p in prepared_folders(settings.data_root) if p.name != PRIVATE_FOLDER]
+    found = [tutorial, *own, *shared]
     found += [p for p in settings.dataset_dirs if is_prepared(p)]
     by_path: dict[Path, Path] = {}
     for p in found:
@@ -195,7 +198,8 @@ def checkpoint_choices(settings: Settings, visitor: Visitor) -> list[tuple[str, 
     """(label, path) of every readable checkpoint the visitor may use -- their own and the shared
     ones -- newest first."""
     # Metadata only (side files, cached): a listing costs the same after 200 trainings as after one.
-    found = list_checkpoint_meta(checkpoint_folder(settings, visitor)) + list_checkpoint_meta(settings.weights_dir)
+    own = [] if visitor.anonymous else list_checkpoint_meta(checkpoint_folder(settings, visitor))
+    found = own + list_checkpoint_meta(settings.weights_dir)
     found.sort(key=lambda c: c.mtime, reverse=True)
     return [(checkpoint_label(c), c.path) for c in found]
 
@@ -207,7 +211,9 @@ def check_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
     if not isinstance(path, str) or not path or len(path) > 1024 or "\0" in path:
         raise refusal
     p = Path(path)
-    folders = (settings.weights_dir.resolve(), checkpoint_folder(settings, visitor).resolve())
+    folders = [settings.weights_dir.resolve()]
+    if not visitor.anonymous:
+        folders.append(checkpoint_folder(settings, visitor).resolve())
     if p.suffix != ".pt" or p.resolve().parent not in folders:
         raise refusal
     if not p.is_file():

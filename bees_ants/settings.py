@@ -29,6 +29,7 @@ Read when used (the functions below), so a test or an operator can change them i
                                activations (default: half of what is available at its start)
   BEES_ANTS_GPU_SECONDS        on ZeroGPU, the most GPU seconds one run asks for (zerogpu.py)
   SPACES_ZERO_GPU              set by Hugging Face on a ZeroGPU Space
+  SPACE_ID                     set by Hugging Face on every Space: requests come through its proxy
   OAUTH_CLIENT_ID              set by Hugging Face on a Space with `hf_oauth: true`: visitors can sign in
 
 Not ours, and read where they are used: torchrun's LOCAL_RANK and WORLD_SIZE (device.py), and
@@ -63,8 +64,10 @@ class Settings:
         return self.weights_dir / ".jobs"
 
     def browser_secret(self) -> str:
-        """The key that encrypts each browser's visitor id in its localStorage. Kept in the
-        weights folder, so visitors keep their id (and their models) across restarts."""
+        """The key gr.BrowserState scrambles each browser's visitor id with in its localStorage.
+        Gradio sends it to every page (in /config), so it hides the id from nobody: the id is a
+        random bearer secret that only its browser holds (README: Spaces). Kept in the weights
+        folder so that stored ids stay readable, and visitors keep their models, across restarts."""
         path = self.weights_dir / ".browser-secret"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +103,10 @@ def gpu_seconds(env=os.environ) -> int | None:
 
 def zero_gpu_space(env=os.environ) -> bool:
     return env.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def on_space(env=os.environ) -> bool:
+    return bool(env.get("SPACE_ID"))
 
 
 def sign_in_offered(env=os.environ) -> bool:

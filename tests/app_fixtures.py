@@ -35,11 +35,12 @@ def dataset_zip(path: Path, sizes: dict[str, int], extra: dict[str, bytes] | Non
 @contextmanager
 def running_app(settings: Settings, **launch_options):
     """The app served on a free local port; yields its URL."""
-    from bees_ants.ui import CSS, build_app
+    from bees_ants.ui import CSS, agent_tools_only, build_app
 
     app = build_app(settings)
     _, url, _ = app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True, ssr_mode=False, css=CSS, show_error=True, **launch_options)
+                           quiet=True, ssr_mode=False, css=CSS, show_error=True,
+                           app_kwargs={"lifespan": agent_tools_only(app)}, **launch_options)
     try:
         yield url
     finally:

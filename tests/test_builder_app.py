@@ -129,10 +129,37 @@ def test_a_pasted_image_is_classified_with_the_visitors_own_model_only(built, tm
 def test_a_file_that_is_no_image_is_refused_in_the_snapshot_and_paste_boxes(built, tmp_path):
     client, _, run = built
     junk = tmp_path / "notes.png"
-    junk.write_text("not an image")
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # a PNG's signature, then garbage
     before = call(client, "draft", "ants")["draft-table"]
-    for endpoint, args in (("draft_add_frame", ("ants",)), ("classify_one", (run[-1]["model"]["value"],))):
-        # Gradio opens these boxes' images itself, and refuses what is not one before the app sees it.
-        with pytest.raises(AppError, match="cannot identify image file"):
-            client.predict(*args, handle_file(str(junk)), api_name=f"/{endpoint}")
+    # The boxes hand the app the file, which it decodes with its own checks: its reason, no
+    # server path (Gradio's own decoding answered "cannot identify image file '/tmp/…'").
+    added = call(client, "draft_add_frame", "ants", handle_file(str(junk)))["draft-added"]
+    assert "Added **0** image(s)" in added and "`notes.png`: not an image file" in added
+    with pytest.raises(AppError) as refused:
+        client.predict(run[-1]["model"]["value"], handle_file(str(junk)), api_name="/classify_one")
+    assert str(refused.value) == "Not classified: not an image file (or a format Pillow cannot read)"
     assert call(client, "draft", "ants")["draft-table"] == before
+
+
+def test_a_streamed_webcam_frame_that_is_no_image_gets_the_apps_reason(trained_checkpoint):
+    """The webcam streams frames inline (data URLs), which no API client can send: the box is
+    checked directly. The frame stays in memory and is decoded by the predictor, with its reason."""
+    import base64
+    import io
+
+    from gradio.components.image import ImageData
+    from PIL import Image
+
+    from bees_ants.predict import Predictor
+    from bees_ants.ui.common import untrusted_image
+
+    def frame(data: bytes):
+        box = untrusted_image(sources=["webcam"], streaming=True, render=False)
+        return box.preprocess(ImageData(url="data:image/jpeg;base64," + base64.b64encode(data).decode()))
+
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), COLOURS["bees"]).save(picture, "JPEG")
+    good, junk = Predictor(trained_checkpoint).predict([frame(picture.getvalue()), frame(b"\xff\xd8junk")],
+                                                       names=["good", "junk"])
+    assert good.error is None and good.label in ("ants", "bees")
+    assert junk.error == "not an image file (or a format Pillow cannot read)"

@@ -22,8 +22,9 @@ Evaluate & export: a checkpoint's curves (from its history), its confusion matri
 numbers and worst mistakes on its val set (plain, or with Grad-CAM heatmaps); the checkpoint, its
 .pt2 or .onnx export to download, or the model pushed to the Hugging Face Hub.
 Compare: several of the visitor's models, their curves on the same axes and a table of their runs.
-Agents: a hidden `classify` endpoint (AgentTools), the tool meant for MCP clients when the app
-runs with Gradio's MCP server (`mcp_server_enabled`).
+Agents: hidden endpoints written for them (AgentTools: classify, list_models, training_status,
+cancel_training), the only tools of Gradio's MCP server when the app runs with it
+(`mcp_server_enabled`; launch with `agent_tools_only`).
 
 Only a `UserError` (or a busy job) is shown as advice; any other exception is a bug and keeps its
 traceback.
@@ -44,7 +45,7 @@ from .common import ModelPickers, Visitors
 from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
-from .tools import AgentTools
+from .tools import AgentTools, agent_tools_only  # noqa: F401 (app.py launches with it)
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
@@ -95,7 +96,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             PredictTab(settings, visitors, models)
             EvaluateTab(settings, visitors, models)
             CompareTab(settings, visitors)
-        AgentTools(settings, visitors)
+        AgentTools(settings, visitors, jobs)
         # First learn who this page belongs to, then show their things: their job, their datasets
         # and models (another page may have changed them since this one was served).
         # The page's job view is drawn by the Train tab's timer alone (see TrainTab).

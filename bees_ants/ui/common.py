@@ -1,19 +1,23 @@
-"""What the tabs share: who is asking (Visitors), the model pickers, and images written as files."""
+"""What the tabs share: who is asking (Visitors), the model pickers, images written as files, and
+image boxes whose pictures the app decodes itself (untrusted_image)."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
+from gradio_client import utils as client_utils
 
 from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
 from ..predict import Predictor
-from ..settings import sign_in_offered
-from ..visitors import Visitor, identify, new_browser_id
+from ..settings import on_space, sign_in_offered
+from ..visitors import KEY_HEADER, Visitor, identify, new_browser_id
 
 VAL_GRID_IMAGES = 8
 NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
@@ -46,10 +50,34 @@ def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
     return [(image_file(image), caption) for image, caption in items]
 
 
+def untrusted_image(**options) -> gr.Image:
+    """An image box (webcam, clipboard, upload) whose picture reaches the handler as a file, not
+    decoded: the app decodes it with its own checks and reasons (predict, draft). gr.Image opens
+    every picture with PIL before the handler runs, so a file that is no image got PIL's error,
+    naming a temp path on the server. The box's `preprocess` is replaced on the instance: a
+    subclass of a Gradio component makes Gradio write a .pyi stub beside this source file."""
+    box = gr.Image(type="filepath", **options)
+
+    def preprocess(payload) -> str | io.BytesIO | None:
+        if payload is None:
+            return None
+        if payload.path is None and payload.url and payload.url.startswith("data:"):  # sent inline
+            if box.streaming:  # a webcam frame, several a second: kept in memory, never written
+                return io.BytesIO(client_utils.decode_base64_to_binary(payload.url)[0])
+            return processing_utils.save_base64_to_cache(payload.url, box.GRADIO_CACHE)
+        return payload.path
+
+    box.preprocess = preprocess
+    return box
+
+
 class Visitors:
-    """Who is behind each request. A page tells us once, on load, which browser it is (an id kept
-    in the browser's localStorage, so it survives reloads and restarts); a signed-in Hugging Face
-    account wins over that; an API client is its session. Handlers call `of(request, profile)`."""
+    """Who is behind each request (visitors.identify decides; this reads the request). A page
+    tells us once, on load, which browser it is (an id kept in the browser's localStorage, so it
+    survives reloads and restarts); a signed-in Hugging Face account wins over that; an API client
+    or an MCP agent that sends the X-Bees-Ants-Key header is that key; any other API client is its
+    session. Gradio's MCP server marks the calls it relays with `x-gradio-user: mcp` and passes on
+    the agent's own headers (its key among them). Handlers call `of(request, profile)`."""
 
     MAX_PAGES = 100_000  # pages remembered; the oldest is forgotten (it re-registers on reload)
 
@@ -72,9 +100,15 @@ class Visitors:
         return browser_id, text
 
     def of(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> Visitor:
+        """The visitor; a key that breaks the rule is refused with the rule (gr.Error)."""
         session = getattr(request, "session_hash", None)
-        return identify(profile.username if profile else None, self._browsers.get(session), session,
-                        client_address(request))
+        headers = getattr(request, "headers", None) or {}
+        try:
+            return identify(profile.username if profile else None, self._browsers.get(session), session,
+                            key=headers.get(KEY_HEADER), via_mcp=headers.get("x-gradio-user") == "mcp",
+                            source=client_address(request))
+        except UserError as e:
+            raise gr.Error(str(e)) from None
 
 
 def client_address(request: gr.Request | None) -> str:
@@ -83,7 +117,7 @@ def client_address(request: gr.Request | None) -> str:
     header is whatever the client sent, so the connection's own address is used."""
     if request is None:
         return ""
-    forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("SPACE_ID") else ""
+    forwarded = request.headers.get("x-forwarded-for", "") if on_space() else ""
     if forwarded.split(",")[0].strip():
         return forwarded.split(",")[0].strip()
     client = getattr(request, "client", None)

@@ -11,7 +11,7 @@ from ..draft import Draft
 from ..errors import UserError
 from ..views.common import thumbnail
 from ..views.datasets import BUILDER_HELP, added_markdown, draft_markdown, import_markdown
-from .common import Visitors, gallery_files
+from .common import Visitors, gallery_files, untrusted_image
 
 SHOWN_IMAGES = 6  # the selected class's newest images
 
@@ -32,8 +32,8 @@ class DatasetBuilder:
             self.cls = gr.Radio([], label="Class to add images to", elem_id="draft-class")
             self.files = gr.File(file_count="multiple", label="Image files for this class", height=140,
                                  elem_id="draft-files")
-            self.frame = gr.Image(sources=["webcam", "clipboard", "upload"], type="filepath", height=240,
-                                  label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
+            self.frame = untrusted_image(sources=["webcam", "clipboard", "upload"], height=240,
+                                        label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
             self.added = gr.Markdown(elem_id="draft-added")
             self.table = gr.Markdown(draft_markdown({}), elem_id="draft-table")
             self.gallery = gr.Gallery(label="Newest images of this class", columns=3, height="auto",

@@ -15,7 +15,7 @@ import torch
 
 from ..catalog import Settings
 from ..errors import UserError
-from .common import ModelPickers, Visitors, predictor_for
+from .common import ModelPickers, Visitors, predictor_for, untrusted_image
 
 STREAM_EVERY = 0.2  # seconds between frames a page sends: 5 frames a second at most
 # Seconds a page's stream lasts (the webcam's Record button starts another): an open stream holds
@@ -48,10 +48,10 @@ class LiveView:
         self.settings, self.visitors = settings, visitors
         with gr.Accordion("Live predictions: webcam and clipboard", open=True, elem_id="live"):
             with gr.Row():
-                camera = gr.Image(sources=["webcam"], streaming=True, type="pil", height=300,
+                camera = untrusted_image(sources=["webcam"], streaming=True, height=300,
                                   label="Webcam (classified continuously)", elem_id="live-camera")
                 live = gr.Label(num_top_classes=TOP_CLASSES, label="Webcam: top classes", elem_id="live-label")
-                pasted = gr.Image(sources=["clipboard", "upload"], type="filepath", height=300,
+                pasted = untrusted_image(sources=["clipboard", "upload"], height=300,
                                   label="Paste an image (clipboard) or drop one", elem_id="paste")
                 pasted_label = gr.Label(num_top_classes=TOP_CLASSES, label="Pasted image: top classes",
                                         elem_id="paste-label")
@@ -62,7 +62,8 @@ class LiveView:
                       concurrency_id="inference")
 
     def classify_frame(self, model: str, image, request: gr.Request, profile: gr.OAuthProfile | None):
-        """A frame (PIL) or an image file -> its top classes with their confidences."""
+        """A frame or a pasted image, as a file (decoded here, with the predictor's checks) -> its
+        top classes with their confidences."""
         if image is None:
             return None
         try:
