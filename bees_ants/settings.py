@@ -17,6 +17,16 @@ elsewhere without code changes:
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
   BEES_ANTS_MEMORY_BUDGET_MB   RAM a training run may fill with decoded images and cached
                                activations (default: half of what is available at its start)
+Budgets and lifetimes of what visitors leave on disk (housekeeping.py says how they are enforced):
+  BEES_ANTS_MAX_DATASETS       datasets one visitor may keep (default 10)
+  BEES_ANTS_MAX_MODELS         models one visitor may keep (default 20)
+  BEES_ANTS_VISITOR_MB         disk one visitor's datasets, draft and models may fill (default 2048)
+  BEES_ANTS_SPACE_MB           disk all visitors' things may fill together (default 20480)
+  BEES_ANTS_IDLE_DAYS          an anonymous visitor's things are removed after this many days
+                               without a visit (default 7)
+  BEES_ANTS_SIGNED_IN_IDLE_DAYS  the same for a signed-in visitor (default 90; 0: never)
+  BEES_ANTS_KEEP_DOWNLOADS     downloads (checkpoint, exports) kept per visitor (default 3)
+  BEES_ANTS_TEMP_MINUTES       minutes a download or a shown image stays on the server (default 60)
 """
 from __future__ import annotations
 
@@ -37,6 +47,14 @@ class Settings:
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     max_running: int = 1
     max_queued: int = 10
+    max_datasets: int = 10
+    max_models: int = 20
+    visitor_mb: int = 2048
+    space_mb: int = 20480
+    idle_days: float = 7
+    signed_in_idle_days: float = 90
+    keep_downloads: int = 3
+    temp_minutes: float = 60
 
     @property
     def jobs_dir(self) -> Path:
@@ -63,4 +81,12 @@ class Settings:
                    backbone_weights=Path(weights) if weights else None,
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
                    max_running=int(env.get("BEES_ANTS_MAX_RUNNING") or 1),
-                   max_queued=int(env.get("BEES_ANTS_MAX_QUEUED") or 10))
+                   max_queued=int(env.get("BEES_ANTS_MAX_QUEUED") or 10),
+                   max_datasets=int(env.get("BEES_ANTS_MAX_DATASETS") or 10),
+                   max_models=int(env.get("BEES_ANTS_MAX_MODELS") or 20),
+                   visitor_mb=int(env.get("BEES_ANTS_VISITOR_MB") or 2048),
+                   space_mb=int(env.get("BEES_ANTS_SPACE_MB") or 20480),
+                   idle_days=float(env.get("BEES_ANTS_IDLE_DAYS") or 7),
+                   signed_in_idle_days=float(env.get("BEES_ANTS_SIGNED_IN_IDLE_DAYS") or 90),
+                   keep_downloads=int(env.get("BEES_ANTS_KEEP_DOWNLOADS") or 3),
+                   temp_minutes=float(env.get("BEES_ANTS_TEMP_MINUTES") or 60))

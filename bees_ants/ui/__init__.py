@@ -20,7 +20,8 @@ Predict: the visitor's and the shared checkpoints, loaded once each (catalog.loa
 Explain draws where the model looked in the uploads (Grad-CAM), only when asked.
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set (plain, or with Grad-CAM heatmaps); the checkpoint, its
-.pt2 or .onnx export to download, or the model pushed to the Hugging Face Hub.
+.pt2 or .onnx export to download (a copy in the visitor's download folder), the model pushed to
+the Hugging Face Hub, or deleted.
 Compare: several of the visitor's models, their curves on the same axes and a table of their runs.
 Agents: a hidden `classify` endpoint (AgentTools), the tool meant for MCP clients when the app
 runs with Gradio's MCP server (`mcp_server_enabled`).
@@ -36,10 +37,10 @@ import os
 import gradio as gr
 
 from ..catalog import Settings
-from ..checkpoint import remove_stale_temp_files
+from ..housekeeping import Housekeeper
 from ..jobs import JobManager
 from ..zerogpu import on_zero_gpu
-from .common import ModelPickers, Visitors
+from .common import ModelPickers, Visitors, app_temp_folder
 from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
@@ -72,12 +73,16 @@ def mcp_server_enabled(env=os.environ) -> bool:
 
 def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
-    # Saves cut short by a kill leave hidden temp files; those older than any save still running.
-    remove_stale_temp_files(settings.weights_dir)
     jobs = jobs or JobManager(settings.max_running, settings.max_queued, settings.jobs_dir,
                               request_bound=on_zero_gpu())
+    # Leftovers of work cut short, expired visitors and old temp files: swept now and every few minutes.
+    housekeeper = Housekeeper(settings, app_temp_folder("downloads"), app_temp_folder("images"),
+                              busy=lambda key: (job := jobs.latest(key)) is not None and job.active,
+                              forget=jobs.forget)
+    housekeeper.start()
     visitors = Visitors()
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # Gradio's own copies in its cache folder (uploads above all) go after a day, checked hourly.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
@@ -91,7 +96,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         with gr.Tabs():
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models)
-            EvaluateTab(settings, visitors, models)
+            EvaluateTab(settings, visitors, models, jobs, housekeeper)
             CompareTab(settings, visitors)
         AgentTools(settings, visitors)
         # First learn who this page belongs to, then show their things: their job, their datasets

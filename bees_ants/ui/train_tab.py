@@ -135,8 +135,12 @@ class TrainTab:
                     self.import_info = gr.Markdown(label="import", elem_id="import-info")
                     self.thumbs = gr.Gallery(label="A few training images per class", columns=views.THUMBNAILS_SHOWN,
                                              object_fit="cover", visible=False, elem_id="thumbs")
+                    delete_btn = gr.Button("Delete the selected dataset (yours only)", size="sm",
+                                           variant="stop", elem_id="delete-dataset-btn")
+                    self.deleted = gr.Markdown(label="deleted", elem_id="dataset-deleted")
                 upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
                               api_name="import_dataset")
+                delete_btn.click(self.delete_dataset, self.dataset, [self.deleted, self.dataset], api_name="delete_dataset")
                 DatasetBuilder(settings, visitors, self.dataset, self.dataset_picker)
 
                 arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
@@ -284,7 +288,7 @@ class TrainTab:
                                optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
                                train_blocks=_number(int, train_blocks), patience=_number(int, patience),
                                backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
-                               out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
+                               out_dir=str(catalog.room_for_model(self.settings, visitor)))
             # The form's settings; the pretrained layers' share of the rate is the mode's (config.MODE_DEFAULTS).
             config = for_mode(form, catalog.check_choice(mode, MODES, "mode"), given={"lr", "patience"})
             needs = choice.download_to or config.backbone_weights == "imagenet" and not imagenet_weights_cached(config.arch)
@@ -379,11 +383,23 @@ class TrainTab:
         return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
                            value=selected or catalog.default_dataset(fresh).path)
 
+    def delete_dataset(self, dataset, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """The visitor's own dataset removed (not while their run uses it); the list read again."""
+        visitor = self.visitors.of(request, profile)
+        job = self.jobs.latest(visitor.key)
+        try:
+            name = catalog.delete_dataset(self.settings, visitor, dataset,
+                                          in_use=(job.config.data_dir,) if job is not None and job.active else ())
+        except UserError as e:
+            return {self.deleted: f"⚠ {e}"}
+        return {self.deleted: f"Deleted **{name}**.", self.dataset: self.dataset_picker(request, profile)}
+
     def import_dataset(self, upload: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         if not upload:
             return {self.import_info: "", self.thumbs: gr.Gallery(visible=False)}
         try:
-            report = import_zip(upload, catalog.upload_folder(self.settings, self.visitors.of(request, profile)))
+            folder = catalog.room_for_dataset(self.settings, self.visitors.of(request, profile), os.path.getsize(upload))
+            report = import_zip(upload, folder)
         except UserError as e:  # the importer has removed everything it wrote
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
