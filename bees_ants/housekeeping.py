@@ -61,8 +61,10 @@ DELETE_MODEL = "delete one under Evaluate & export › Delete this model"
 
 # -- budgets -------------------------------------------------------------------------------------
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under `folder` (links not followed); 0 for a folder that is not there."""
+def folder_bytes(folder: Path, seen: set | None = None) -> int:
+    """Bytes of the files under `folder` (links not followed; a file hard-linked twice, as a
+    draft's images are into the dataset made of them, counted once); 0 for a folder that is not there."""
+    seen = set() if seen is None else seen
     total = 0
     try:
         entries = list(os.scandir(folder))
@@ -71,16 +73,20 @@ def folder_bytes(folder: Path) -> int:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                total += folder_bytes(Path(entry.path))
+                total += folder_bytes(Path(entry.path), seen)
             elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
+                st = entry.stat(follow_symlinks=False)
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
         except OSError:  # removed meanwhile
             continue
     return total
 
 
 def visitor_bytes(settings: Settings, key: str) -> int:
-    return sum(folder_bytes(_visitor_folder(root, key)) for root in _roots(settings))
+    seen = set()
+    return sum(folder_bytes(_visitor_folder(root, key), seen) for root in _roots(settings))
 
 
 _space_usage: dict[tuple, tuple[float, int]] = {}
@@ -93,7 +99,8 @@ def space_bytes(settings: Settings, now: float | None = None) -> int:
     key = tuple(str(r.resolve()) for r in _roots(settings))
     counted = _space_usage.get(key)
     if counted is None or now - counted[0] > SPACE_USAGE_SECONDS:
-        counted = (now, sum(folder_bytes(r / PRIVATE_FOLDER) for r in _roots(settings)))
+        seen = set()
+        counted = (now, sum(folder_bytes(r / PRIVATE_FOLDER, seen) for r in _roots(settings)))
         _space_usage[key] = counted
     return counted[1]
 
@@ -122,18 +129,19 @@ def _mb(n: int) -> str:
 
 # -- visits and expiry ---------------------------------------------------------------------------
 
-_touched: dict[str, float] = {}
+_touched: dict[tuple[Path, str], float] = {}  # (weights dir, key) -> when its visit was last recorded
 
 
 def touch(settings: Settings, visitor: Visitor, now: float | None = None) -> None:
     """Record that `visitor` used the app now (at most every TOUCH_SECONDS: a visit costs nothing)."""
     now = time.time() if now is None else now
-    if now - _touched.get(visitor.key, -TOUCH_SECONDS) < TOUCH_SECONDS:
+    record = settings.weights_dir / VISITS / visitor.key
+    last = _touched.get((record.parent, visitor.key))
+    if last is not None and 0 <= now - last < TOUCH_SECONDS:
         return
     if len(_touched) > 100_000:  # forget who was seen recently; they are recorded again on their next request
         _touched.clear()
-    _touched[visitor.key] = now
-    record = settings.weights_dir / VISITS / visitor.key
+    _touched[(record.parent, visitor.key)] = now
     kind = "signed-in" if visitor.signed_in else "anonymous"
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +180,7 @@ def expire_visitors(settings: Settings, now: float | None = None, busy: Callable
             remove_folder(_visitor_folder(root, key))
         forget(key)
         record.unlink(missing_ok=True)
-        _touched.pop(key, None)
+        _touched.pop((visits, key), None)
         removed.append(key)
     return removed
 

@@ -37,7 +37,7 @@ import os
 import gradio as gr
 
 from ..catalog import Settings
-from ..housekeeping import Housekeeper
+from ..housekeeping import SWEEP_SECONDS, Housekeeper
 from ..jobs import JobManager
 from ..zerogpu import on_zero_gpu
 from .common import ModelPickers, Visitors, app_temp_folder
@@ -48,6 +48,7 @@ from .tools import AgentTools
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
+GRADIO_CACHE_SECONDS = 6 * 3600  # long enough to come back to a page's uploads; a zip is imported at once
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
@@ -81,8 +82,8 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                               forget=jobs.forget)
     housekeeper.start()
     visitors = Visitors()
-    # Gradio's own copies in its cache folder (uploads above all) go after a day, checked hourly.
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+    # Gradio's own files in its cache folder (uploads, its copies of shown images) go after GRADIO_CACHE_SECONDS.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(SWEEP_SECONDS, GRADIO_CACHE_SECONDS)) as app:
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
