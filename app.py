@@ -15,7 +15,7 @@ from bees_ants.ui import CSS, build_app, mcp_server_enabled  # noqa: E402
 if __name__ == "__main__":
     settings = Settings.from_env()
     # Nothing in the weights folder or the data root is served by URL: visitors' files are private,
-    # and downloads are handed over as copies (catalog.download_copy).
+    # and downloads are handed over as copies (housekeeping.download_copy).
     # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
     build_app(settings).launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                                css=CSS, ssr_mode=False, max_file_size="500mb", show_error=True,
