@@ -58,7 +58,9 @@ def is_prepared(folder: Path) -> bool:
 def prepared_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != PRIVATE_FOLDER and is_prepared(p))
+    # Hidden: the app's work in progress (an import, a folder being removed), never a dataset.
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name != PRIVATE_FOLDER and not p.name.startswith(".") and is_prepared(p))
 
 
 def dataset_choices(settings: Settings, visitor: Visitor | None) -> list[DatasetChoice]:

@@ -198,7 +198,10 @@ def sweep_leftovers(settings: Settings, now: float | None = None) -> list[Path]:
     for folder, prefixes in folders:
         for p in _listing(folder):
             if p.name.startswith(prefixes) and not p.is_symlink() and _newest_mtime(p) < now - LEFTOVER_SECONDS:
-                remove_folder(p) if p.is_dir() else p.unlink(missing_ok=True)
+                if p.is_dir():
+                    remove_folder(p)
+                else:
+                    p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
 

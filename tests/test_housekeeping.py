@@ -166,6 +166,22 @@ def test_signed_in_visitors_can_be_kept_for_ever(tmp_path):
     assert housekeeping.expire_visitors(settings, time.time()) == []
 
 
+def test_an_expired_visitors_job_record_is_forgotten_and_a_running_one_kept(tmp_path):
+    from bees_ants.jobs import JobManager
+    from conftest import small_config
+    settings = settings_in(tmp_path, idle_days=7)
+    manager = JobManager(state_dir=tmp_path / "jobs")
+    manager.submit(ALICE.key, small_config(tmp_path / "no-such-data", tmp_path))
+    assert list(manager.follow(ALICE.key))[-1].status == "failed"
+    own_model(settings, ALICE, "m.pt")
+    housekeeping.touch(settings, ALICE, now=time.time() - 8 * DAY)
+    assert list((tmp_path / "jobs").glob("job-*.json"))
+    keeper = Housekeeper(settings, tmp_path / "downloads", tmp_path / "images", forget=manager.forget)
+    keeper.sweep()
+    assert manager.latest(ALICE.key) is None and not list((tmp_path / "jobs").glob("job-*.json"))
+    assert not ALICE.folder(settings.weights_dir).exists()
+
+
 # -- leftovers -----------------------------------------------------------------------------------
 
 def test_a_kill_during_an_import_is_swept_when_the_app_starts(tmp_path):

@@ -403,6 +403,9 @@ class TrainTab:
         except UserError as e:  # the importer has removed everything it wrote
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
+        finally:  # the uploaded zip (up to 500 MB in Gradio's cache) has served its purpose
+            if Path(upload).resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+                Path(upload).unlink(missing_ok=True)
         return {self.import_info: views.import_markdown(report),
                 self.thumbs: gr.Gallery(gallery_files(views.thumbnail_items(report)), visible=True),
                 self.dataset: self.dataset_picker(request, profile, report.path)}
