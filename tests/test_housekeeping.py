@@ -14,7 +14,7 @@ from gradio_client import Client
 from app_fixtures import app_settings, running_app
 from bees_ants import catalog, housekeeping
 from bees_ants.checkpoint import side_file
-from bees_ants.housekeeping import DAY, LEFTOVER_SECONDS, BudgetExceeded, Housekeeper
+from bees_ants.housekeeping import DAY, BudgetExceeded, Housekeeper
 from bees_ants.settings import Settings
 from bees_ants.visitors import Visitor
 from conftest import make_dataset
