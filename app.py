@@ -15,7 +15,7 @@ from bees_ants.ui import CSS, agent_tools_only, build_app, mcp_server_enabled  #
 if __name__ == "__main__":
     settings = Settings.from_env()
     # Nothing in the weights folder or the data root is served by URL: visitors' files are private,
-    # and downloads are handed over as copies (catalog.download_copy).
+    # and downloads are handed over as copies (housekeeping.download_copy).
     # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
     app = build_app(settings)
     # The MCP server offers agents their own few tools only (bees_ants/ui/tools.py).

@@ -7,22 +7,24 @@ uploaded or built (<data root>/visitors/<key>/) and trained (<weights dir>/visit
 shown, predicted with, evaluated, downloaded and exported for that visitor only. The app only
 uses paths from these lists: a request naming anything else, including another visitor's file,
 gets the same refusal as a name that does not exist, so a page or an API client can neither read
-arbitrary files nor learn what others have. Locations: settings.py (BEES_ANTS_* variables).
+arbitrary files nor learn what others have. A visitor may delete their own datasets and models, and
+nothing else. Each new dataset or run must fit the visitor's budget (housekeeping.require_room),
+and every request that lists or uses a visitor's things counts as a visit (housekeeping.touch),
+which keeps them from expiring. Locations and budgets: settings.py (BEES_ANTS_* variables).
 """
 from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_meta
+from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_meta, side_file
 from .data import SPLITS, ensure_hymenoptera
 from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
+from .housekeeping import remove_folder, require_room, touch
 from .config import DEFAULT_ARCH, arch_of_file
 from .predict import Predictor
 from .settings import Settings
@@ -55,13 +57,16 @@ def is_prepared(folder: Path) -> bool:
 def prepared_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and is_prepared(p))
+    # Hidden: the app's work in progress (an import, a folder being removed), never a dataset.
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_prepared(p))
 
 
 def dataset_choices(settings: Settings, visitor: Visitor | None) -> list[DatasetChoice]:
     """The tutorial's ants/bees set first, then the visitor's own uploads (none before we know
     who it is), then the shared prepared folders in the data root, then extras."""
     tutorial = settings.data_root / "hymenoptera_data"
+    if visitor:
+        touch(settings, visitor)
     own = prepared_folders(visitor.folder(settings.data_root)) if visitor and not visitor.anonymous else []
     # The data root's visitors/ folder holds everyone's own folders: never a dataset itself (in a
     # visitor's own folder, a dataset may be called "visitors").
@@ -123,9 +128,30 @@ def upload_folder(settings: Settings, visitor: Visitor) -> Path:
     return visitor.folder(settings.data_root)
 
 
+def room_for_dataset(settings: Settings, visitor: Visitor, incoming_bytes: int = 0) -> Path:
+    """`upload_folder`, when the visitor may add a dataset of about `incoming_bytes`; otherwise a
+    refusal saying what to delete (housekeeping.require_room)."""
+    folder = upload_folder(settings, visitor)
+    require_room(settings, visitor, "dataset", len(prepared_folders(folder)), incoming_bytes)
+    return folder
+
+
+def delete_dataset(settings: Settings, visitor: Visitor, path, in_use: tuple[str, ...] = ()) -> str:
+    """Remove one of the visitor's own datasets (not a shared one, not one `in_use` by their run);
+    returns its name. Models trained on it stay; they only lose their val images."""
+    own = {str(p): p for p in prepared_folders(upload_folder(settings, visitor))}
+    if not isinstance(path, str) or path not in own:
+        raise CatalogError("choose one of your own datasets (an upload or one you built); shared ones stay")
+    if path in in_use:
+        raise CatalogError("your training run is using this dataset; cancel it or wait for it to end first")
+    remove_folder(own[path])
+    return own[path].name
+
+
 def draft(settings: Settings, visitor: Visitor) -> Draft:
     """The visitor's dataset in the making (draft.py). It lives in their own data folder, so only
     they see or change it, and the dataset it becomes is theirs too (`upload_folder`)."""
+    touch(settings, visitor)
     return Draft(upload_folder(settings, visitor) / ".draft")
 
 
@@ -194,10 +220,36 @@ def checkpoint_folder(settings: Settings, visitor: Visitor) -> Path:
     return visitor.folder(settings.weights_dir)
 
 
+def room_for_model(settings: Settings, visitor: Visitor) -> Path:
+    """`checkpoint_folder`, when the visitor may train another model; otherwise a refusal saying
+    what to delete (housekeeping.require_room)."""
+    folder = checkpoint_folder(settings, visitor)
+    require_room(settings, visitor, "model", len(list(folder.glob("*.pt"))))
+    return folder
+
+
+def delete_checkpoint(settings: Settings, visitor: Visitor, path, in_use: tuple[str, ...] = ()) -> str:
+    """Remove one of the visitor's own checkpoints (not a shared one, not one `in_use` by their
+    run) with its side file, resume state and exports; returns its name."""
+    refusal = CatalogError("choose one of your own models; shared ones stay")
+    try:
+        checked = Path(check_checkpoint(settings, visitor, path))
+    except CatalogError:
+        raise refusal from None
+    if checked.resolve().parent != checkpoint_folder(settings, visitor).resolve():
+        raise refusal
+    if str(checked) in in_use:
+        raise CatalogError("your training run is writing this model; cancel it or wait for it to end first")
+    for p in (checked, side_file(checked), resume_path(checked), checked.with_suffix(".pt2"), checked.with_suffix(".onnx")):
+        p.unlink(missing_ok=True)
+    return checked.name
+
+
 def checkpoint_choices(settings: Settings, visitor: Visitor) -> list[tuple[str, str]]:
     """(label, path) of every readable checkpoint the visitor may use -- their own and the shared
     ones -- newest first."""
     # Metadata only (side files, cached): a listing costs the same after 200 trainings as after one.
+    touch(settings, visitor)
     own = [] if visitor.anonymous else list_checkpoint_meta(checkpoint_folder(settings, visitor))
     found = own + list_checkpoint_meta(settings.weights_dir)
     found.sort(key=lambda c: c.mtime, reverse=True)
@@ -208,6 +260,7 @@ def check_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
     """`path` if it is a checkpoint file the visitor may use; refuse anything else with the same
     words, whether it belongs to someone else, does not exist or is not a path at all."""
     refusal = CatalogError("choose a model from the list")
+    touch(settings, visitor)
     if not isinstance(path, str) or not path or len(path) > 1024 or "\0" in path:
         raise refusal
     p = Path(path)
@@ -280,19 +333,6 @@ def _exported(checkpoint: str, suffix: str, export) -> str:
     target = Path(checkpoint).with_suffix(suffix)
     if not target.is_file() or target.stat().st_mtime < os.path.getmtime(checkpoint):
         export(checkpoint, target)
-    return str(target)
-
-
-def download_copy(path: str) -> str:
-    """A copy of `path` in a fresh temporary folder, for the app to hand to a browser. The weights
-    folder is never served by URL (a half-written temp file or another visitor's model could be
-    fetched by name); a copy is, under the random name the web framework gives it."""
-    folder = Path(tempfile.mkdtemp(prefix="bees_ants-download-"))
-    target = folder / Path(path).name
-    try:
-        os.link(path, target)  # same filesystem: no bytes copied; the original stays untouched
-    except OSError:
-        shutil.copyfile(path, target)
     return str(target)
 
 

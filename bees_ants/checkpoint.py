@@ -202,13 +202,14 @@ def list_checkpoint_meta(folder: str | os.PathLike) -> list[Listed]:
     return sorted(found, key=lambda c: c.mtime, reverse=True)
 
 
-def remove_stale_temp_files(folder: str | os.PathLike, older_than: float = 600.0) -> list[Path]:
+def remove_stale_temp_files(folder: str | os.PathLike, older_than: float = 600.0,
+                            now: float | None = None) -> list[Path]:
     """Remove what an interrupted save left behind under `folder` (recursively): hidden
     ".<name>.tmp" files last written more than `older_than` seconds ago. Only that pattern, which
     no saved model or user file has; and only old ones, so a save running in this or another
     process (the CLI writing into the same folder) is never cut short. Returns what was removed."""
     removed = []
-    cutoff = time.time() - older_than
+    cutoff = (time.time() if now is None else now) - older_than
     for p in Path(folder).rglob(".*.tmp"):
         try:
             if TEMP_FILE.match(p.name) and p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff:

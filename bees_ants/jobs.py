@@ -210,6 +210,14 @@ class JobManager:
             job = self._jobs.get(owner)
             return self._snapshot(job) if job else None
 
+    def forget(self, owner: str) -> None:
+        """Drop `owner`'s finished job and its record (their things expired: housekeeping.py)."""
+        with self._changed:
+            job = self._jobs.get(owner)
+            if job is not None and not job.active:
+                del self._jobs[owner]
+                self._record_path(job).unlink(missing_ok=True)
+
     def follow(self, owner: str, seen_version: int = -1, timeout: float = 10.0) -> Iterator[Job | None]:
         """Yield the visitor's job now if it changed since `seen_version`, then after every change
         that concerns it (its own progress, or the queue moving ahead of it), and return once it is

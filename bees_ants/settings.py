@@ -23,6 +23,17 @@ elsewhere without code changes. Where things live on disk (`Settings.from_env`, 
   BEES_ANTS_SIGNED_IN_PLACES   queue places kept for visitors signed in with Hugging Face
                                (default: a third of the queue when the Space offers sign-in)
 
+Budgets and lifetimes of what visitors leave on disk (housekeeping.py says how they are enforced):
+  BEES_ANTS_MAX_DATASETS       datasets one visitor may keep (default 10)
+  BEES_ANTS_MAX_MODELS         models one visitor may keep (default 20)
+  BEES_ANTS_VISITOR_MB         disk one visitor's datasets, draft and models may fill (default 2048)
+  BEES_ANTS_SPACE_MB           disk all visitors' things may fill together (default 20480)
+  BEES_ANTS_IDLE_DAYS          an anonymous visitor's things are removed after this many days
+                               without a visit (default 7)
+  BEES_ANTS_SIGNED_IN_IDLE_DAYS  the same for a signed-in visitor (default 90; 0: never)
+  BEES_ANTS_KEEP_DOWNLOADS     downloads (checkpoint, exports) kept per visitor (default 3)
+  BEES_ANTS_TEMP_MINUTES       minutes a download or a shown image stays on the server (default 60)
+
 Read when used (the functions below), so a test or an operator can change them in a running process:
 
   BEES_ANTS_MEMORY_BUDGET_MB   RAM a training run may fill with decoded images and cached
@@ -57,6 +68,14 @@ class Settings:
     max_run_seconds: int = 20 * 60  # a fine-tune of the tutorial's set takes minutes on a CPU
     max_per_address: int = 2
     signed_in_places: int = 0
+    max_datasets: int = 10
+    max_models: int = 20
+    visitor_mb: int = 2048
+    space_mb: int = 20480
+    idle_days: float = 7
+    signed_in_idle_days: float = 90
+    keep_downloads: int = 3
+    temp_minutes: float = 60
 
     @property
     def jobs_dir(self) -> Path:
@@ -81,16 +100,35 @@ class Settings:
     def from_env(cls, env=os.environ) -> "Settings":
         extra = tuple(Path(p) for p in env.get("BEES_ANTS_DATASETS", "").split(os.pathsep) if p)
         weights = env.get("BEES_ANTS_BACKBONE_WEIGHTS")
-        max_queued = int(env.get("BEES_ANTS_MAX_QUEUED") or 10)
+        max_queued = _number(env, "BEES_ANTS_MAX_QUEUED", 10)
         signed_in_places = max_queued // 3 if sign_in_offered(env) else 0
         return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
                    backbone_weights=Path(weights) if weights else None,
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
-                   max_running=int(env.get("BEES_ANTS_MAX_RUNNING") or 1),
+                   max_running=_number(env, "BEES_ANTS_MAX_RUNNING", 1),
                    max_queued=max_queued,
-                   max_run_seconds=int(env.get("BEES_ANTS_MAX_RUN_SECONDS") or 20 * 60),
-                   max_per_address=int(env.get("BEES_ANTS_MAX_PER_ADDRESS") or 2),
-                   signed_in_places=int(env.get("BEES_ANTS_SIGNED_IN_PLACES") or signed_in_places))
+                   max_datasets=_number(env, "BEES_ANTS_MAX_DATASETS", 10),
+                   max_models=_number(env, "BEES_ANTS_MAX_MODELS", 20),
+                   visitor_mb=_number(env, "BEES_ANTS_VISITOR_MB", 2048),
+                   space_mb=_number(env, "BEES_ANTS_SPACE_MB", 20480),
+                   idle_days=_number(env, "BEES_ANTS_IDLE_DAYS", 7.0),
+                   signed_in_idle_days=_number(env, "BEES_ANTS_SIGNED_IN_IDLE_DAYS", 90.0),
+                   keep_downloads=_number(env, "BEES_ANTS_KEEP_DOWNLOADS", 3),
+                   temp_minutes=_number(env, "BEES_ANTS_TEMP_MINUTES", 60.0),
+                   max_run_seconds=_number(env, "BEES_ANTS_MAX_RUN_SECONDS", 20 * 60),
+                   max_per_address=_number(env, "BEES_ANTS_MAX_PER_ADDRESS", 2),
+                   signed_in_places=_number(env, "BEES_ANTS_SIGNED_IN_PLACES", signed_in_places))
+
+
+def _number(env, name: str, default: float) -> float:
+    """A number setting; unset or empty means the default, so an explicit 0 keeps its meaning."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number") from None
 
 
 def memory_budget_mb(env=os.environ) -> int | None:

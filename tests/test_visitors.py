@@ -196,3 +196,26 @@ def test_the_client_address_is_the_connection_or_on_a_space_the_proxys_first_ent
     monkeypatch.setenv("SPACE_ID", "someone/bees-ants")
     assert client_address(request) == "203.0.113.5"  # on a Space every request comes through the proxy
     assert client_address(None) == ""
+def test_a_visitor_deletes_their_own_dataset_and_model_and_nobody_elses(served_app, alice, bob, alice_dataset,
+                                                                         alice_model, tmp_path):
+    """Through the API: Bob's requests to delete Alice's things are refused like made-up names;
+    Alice deletes a second upload and a copy of her model, and they leave her lists."""
+    _, settings = served_app
+    for path in (alice_dataset, "/nowhere"):
+        assert "choose one of your own datasets" in call(bob, "delete_dataset", path)["dataset-deleted"]
+    for path in (alice_model, made_up(alice_model)):
+        deleted = call(bob, "delete_model", path)["model-deleted"]
+        assert "choose one of your own models" in deleted and "alice" not in deleted
+    assert Path(alice_dataset).is_dir() and Path(alice_model).is_file()
+
+    archive = dataset_zip(tmp_path / "spare.zip", {"ants": 3, "bees": 3})
+    spare = call(alice, "import_dataset", handle_file(str(archive)))["dataset"]["value"]
+    answer = call(alice, "delete_dataset", spare)
+    assert answer["dataset-deleted"] == "Deleted **spare**." and not Path(spare).exists()
+    assert spare not in [p for _, p in answer["dataset"]["choices"]] and Path(alice_dataset).is_dir()
+
+    copy = Path(alice_model).with_name("copy.pt")
+    copy.write_bytes(Path(alice_model).read_bytes())
+    answer = call(alice, "delete_model", str(copy))
+    assert answer["model-deleted"] == "Deleted **copy.pt**." and not copy.exists()
+    assert str(copy) not in [p for _, p in answer["model"]["choices"]] and Path(alice_model).is_file()

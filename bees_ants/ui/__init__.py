@@ -20,7 +20,8 @@ Predict: the visitor's and the shared checkpoints, loaded once each (catalog.loa
 Explain draws where the model looked in the uploads (Grad-CAM), only when asked.
 Evaluate & export: a checkpoint's curves (from its history), its confusion matrix, per-class
 numbers and worst mistakes on its val set (plain, or with Grad-CAM heatmaps); the checkpoint, its
-.pt2 or .onnx export to download, or the model pushed to the Hugging Face Hub.
+.pt2 or .onnx export to download (a copy in the visitor's download folder), the model pushed to
+the Hugging Face Hub, or deleted.
 Compare: several of the visitor's models, their curves on the same axes and a table of their runs.
 Agents: hidden endpoints written for them (AgentTools: classify, list_models, training_status,
 cancel_training), the only tools of Gradio's MCP server when the app runs with it
@@ -37,11 +38,11 @@ import os
 import gradio as gr
 
 from ..catalog import Settings
-from ..checkpoint import remove_stale_temp_files
+from ..housekeeping import SWEEP_SECONDS, Housekeeper
 from ..jobs import JobManager
 from ..settings import sign_in_offered
 from ..zerogpu import on_zero_gpu
-from .common import ModelPickers, Visitors
+from .common import ModelPickers, Visitors, app_temp_folder
 from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
@@ -49,6 +50,7 @@ from .tools import AgentTools, agent_tools_only  # noqa: F401 (app.py launches w
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
+GRADIO_CACHE_SECONDS = 6 * 3600  # long enough to come back to a page's uploads; a zip is imported at once
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
@@ -74,13 +76,17 @@ def mcp_server_enabled(env=os.environ) -> bool:
 
 def build_app(settings: Settings | None = None, jobs: JobManager | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
-    # Saves cut short by a kill leave hidden temp files; those older than any save still running.
-    remove_stale_temp_files(settings.weights_dir)
     jobs = jobs or JobManager(settings.max_running, settings.max_queued, settings.jobs_dir,
                               request_bound=on_zero_gpu(), max_run_seconds=settings.max_run_seconds,
                               max_per_source=settings.max_per_address, signed_in_places=settings.signed_in_places)
+    # Leftovers of work cut short, expired visitors and old temp files: swept now and every few minutes.
+    housekeeper = Housekeeper(settings, app_temp_folder("downloads"), app_temp_folder("images"),
+                              busy=lambda key: (job := jobs.latest(key)) is not None and job.active,
+                              forget=jobs.forget)
+    housekeeper.start()
     visitors = Visitors()
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # Gradio's own files in its cache folder (uploads, its copies of shown images) go after GRADIO_CACHE_SECONDS.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(SWEEP_SECONDS, GRADIO_CACHE_SECONDS)) as app:
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
@@ -94,7 +100,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         with gr.Tabs():
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models)
-            EvaluateTab(settings, visitors, models)
+            EvaluateTab(settings, visitors, models, jobs, housekeeper)
             CompareTab(settings, visitors)
         AgentTools(settings, visitors, jobs)
         # First learn who this page belongs to, then show their things: their job, their datasets

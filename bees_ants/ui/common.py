@@ -23,6 +23,13 @@ VAL_GRID_IMAGES = 8
 NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
 
 
+def app_temp_folder(kind: str) -> Path:
+    """The app's own temp folder for `kind` ("images", "downloads") inside Gradio's cache folder:
+    Gradio serves files there as they are, without copying them again. housekeeping.Housekeeper
+    removes what is in them after BEES_ANTS_TEMP_MINUTES."""
+    return Path(gr.utils.get_upload_folder()) / f"bees_ants-{kind}"
+
+
 def image_file(image, format: str = "JPEG") -> str:
     """A PIL image written once under a name of its own inside Gradio's cache folder, which
     Gradio then serves as it is. Every image the app shows goes through here.
@@ -31,7 +38,7 @@ def image_file(image, format: str = "JPEG") -> str:
     and rewriting the file if it is there: two requests showing the same image rewrite it while it
     is being served, and a download fails ("Too little data for declared Content-Length"). A file
     already in the cache is neither copied nor rewritten, and no other request uses its name."""
-    folder = Path(gr.utils.get_upload_folder()) / "bees_ants-images"
+    folder = app_temp_folder("images")
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
     try:

@@ -125,7 +125,8 @@ class DatasetBuilder:
     def create(self, name, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         visitor = self.visitors.of(request, profile)
         try:
-            report = catalog.draft(self.settings, visitor).finish(catalog.upload_folder(self.settings, visitor),
+            # The draft's images are linked into the dataset, not copied: it adds no bytes.
+            report = catalog.draft(self.settings, visitor).finish(catalog.room_for_dataset(self.settings, visitor),
                                                                   name if isinstance(name, str) else "")
         except UserError as e:  # nothing was created
             return {self.created: f"⚠ **Not created:** {e}"}

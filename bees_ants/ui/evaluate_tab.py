@@ -8,7 +8,9 @@ from ..catalog import Settings
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..figures import confusion_figure
+from ..housekeeping import Housekeeper
 from ..hub import push_to_hub
+from ..jobs import JobManager
 from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items,
                                 model_markdown, per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
@@ -20,10 +22,13 @@ MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class i
 
 class EvaluateTab:
     """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
-    numbers, mistakes); the checkpoint or its .pt2 / .onnx export to download, or a push to the Hub."""
+    numbers, mistakes); the checkpoint or its .pt2 / .onnx export to download, a push to the Hub,
+    or the visitor's own model deleted."""
 
-    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
-        self.settings, self.visitors = settings, visitors
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers, jobs: JobManager,
+                 housekeeper: Housekeeper):
+        self.settings, self.visitors, self.models, self.jobs = settings, visitors, models, jobs
+        self.housekeeper = housekeeper
         with gr.Tab("Evaluate & export", id="evaluate", elem_id="tab-evaluate"), gr.Row():
             with gr.Column(scale=1, min_width=320):
                 models.evaluate.render()
@@ -44,6 +49,11 @@ class EvaluateTab:
                         private = gr.Checkbox(label="Private repo", elem_id="hub-private")
                         push_btn = gr.Button("Push to Hub", variant="primary", elem_id="push-btn")
                     self.pushed = gr.Markdown(label="pushed", elem_id="pushed")
+                with gr.Accordion("Delete this model", open=False, elem_id="delete-model"):
+                    gr.Markdown("Removes your own model, its exports and its resume state from this server "
+                                "(shared models stay). Download it first to keep a copy.")
+                    delete_btn = gr.Button("Delete this model", variant="stop", elem_id="delete-model-btn")
+                    self.deleted = gr.Markdown(label="deleted", elem_id="model-deleted")
             with gr.Column(scale=2):
                 self.model_curves = gr.HTML(label="curves", visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
@@ -67,6 +77,7 @@ class EvaluateTab:
         download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
         onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
+        delete_btn.click(self.delete, models.evaluate, [self.deleted, *models.outputs], api_name="delete_model")
         push_btn.click(self.push, [models.evaluate, repo_id, token, private], self.pushed, api_name="push_to_hub",
                        concurrency_id="inference")
 
@@ -145,6 +156,17 @@ class EvaluateTab:
             return f"⚠ {e}"
         return pushed_markdown(url, repo_id, evaluation is not None)
 
+    def delete(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """The visitor's own model removed; both model lists read again."""
+        visitor = self.visitors.of(request, profile)
+        job = self.jobs.latest(visitor.key)
+        running = (job.checkpoint_path or "", job.config.checkpoint_path or "") if job is not None and job.active else ()
+        try:
+            name = catalog.delete_checkpoint(self.settings, visitor, model, in_use=running)
+        except UserError as e:
+            return {self.deleted: f"⚠ {e}"}
+        return {self.deleted: f"Deleted **{name}**.", **self.models.for_visitor(visitor)}
+
     def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
         """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
         try:
@@ -153,5 +175,5 @@ class EvaluateTab:
         except UserError as e:
             raise gr.Error(str(e)) from None
         # Handed over as a copy: the weights folder itself is never served by URL.
-        return {self.model_file: gr.File(catalog.download_copy(path), visible=True),
+        return {self.model_file: gr.File(self.housekeeper.download_copy(visitor, path), visible=True),
                 self.model_file_note: takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

@@ -214,8 +214,12 @@ class TrainTab:
             self.import_info = gr.Markdown(label="import", elem_id="import-info")
             self.thumbs = gr.Gallery(label="A few training images per class", columns=THUMBNAILS_SHOWN,
                                      object_fit="cover", visible=False, elem_id="thumbs")
+            delete_btn = gr.Button("Delete the selected dataset (yours only)", size="sm",
+                                   variant="stop", elem_id="delete-dataset-btn")
+            self.deleted = gr.Markdown(label="deleted", elem_id="dataset-deleted")
         upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
                       api_name="import_dataset")
+        delete_btn.click(self.delete_dataset, self.dataset, [self.deleted, self.dataset], api_name="delete_dataset")
         DatasetBuilder(self.settings, self.visitors, self.dataset, self.dataset_picker)
         return {"data_dir": self.dataset.value}
 
@@ -359,7 +363,7 @@ class TrainTab:
                  "arch": catalog.check_choice(form["arch"], ARCHS, "backbone"),
                  **{h.name: h.parse(form[h.name]) for h in HYPERPARAMETERS},
                  "backbone_weights": catalog.find_backbone(self.settings, form["backbone"]).weights}
-        return choice, recipe(given, defaults={"out_dir": str(catalog.checkpoint_folder(self.settings, visitor))})
+        return choice, recipe(given, defaults={"out_dir": str(catalog.room_for_model(self.settings, visitor))})
 
     def train(self, request: gr.Request, profile: gr.OAuthProfile | None, **form):
         """/train for API clients: start the job, then stream its view until it is over."""
@@ -442,14 +446,29 @@ class TrainTab:
         return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
                            value=selected or catalog.default_dataset(fresh).path)
 
+    def delete_dataset(self, dataset, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """The visitor's own dataset removed (not while their run uses it); the list read again."""
+        visitor = self.visitors.of(request, profile)
+        job = self.jobs.latest(visitor.key)
+        try:
+            name = catalog.delete_dataset(self.settings, visitor, dataset,
+                                          in_use=(job.config.data_dir,) if job is not None and job.active else ())
+        except UserError as e:
+            return {self.deleted: f"⚠ {e}"}
+        return {self.deleted: f"Deleted **{name}**.", self.dataset: self.dataset_picker(request, profile)}
+
     def import_dataset(self, upload: str | None, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         if not upload:
             return {self.import_info: "", self.thumbs: gr.Gallery(visible=False)}
         try:
-            report = import_zip(upload, catalog.upload_folder(self.settings, self.visitors.of(request, profile)))
+            folder = catalog.room_for_dataset(self.settings, self.visitors.of(request, profile), os.path.getsize(upload))
+            report = import_zip(upload, folder)
         except UserError as e:  # the importer has removed everything it wrote
             return {self.import_info: f"⚠ **Not imported:** {e}. Nothing was kept.",
                     self.thumbs: gr.Gallery(None, visible=False)}
+        finally:  # the uploaded zip (up to 500 MB in Gradio's cache) has served its purpose
+            if Path(upload).resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+                Path(upload).unlink(missing_ok=True)
         return {self.import_info: import_markdown(report),
                 self.thumbs: gr.Gallery(gallery_files(thumbnail_items(report)), visible=True),
                 self.dataset: self.dataset_picker(request, profile, report.path)}
