@@ -23,6 +23,7 @@ from .data import SPLITS, ensure_hymenoptera
 from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
+from .webpage import export_web
 from .config import ARCHS, DEFAULT_ARCH
 from .predict import Predictor
 from .settings import Settings
@@ -276,6 +277,15 @@ def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
 def exported_onnx(settings: Settings, visitor: Visitor, path: str) -> str:
     """The same for its ONNX model (<checkpoint>.onnx)."""
     return _exported(check_checkpoint(settings, visitor, path), ".onnx", export_onnx)
+
+
+def exported_web_page(settings: Settings, visitor: Visitor, path: str) -> str:
+    """The same as a web page (<checkpoint>.web.zip, with its folder <checkpoint>.web), made from
+    its up-to-date ONNX model."""
+    checkpoint = check_checkpoint(settings, visitor, path)
+    onnx = exported_onnx(settings, visitor, checkpoint)
+    return _exported(checkpoint, ".web.zip",
+                     lambda ckpt, target: export_web(ckpt, Path(ckpt).with_suffix(".web"), onnx_path=onnx))
 
 
 def _exported(checkpoint: str, suffix: str, export) -> str:

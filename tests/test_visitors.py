@@ -90,7 +90,7 @@ def refusal(client: Client, endpoint: str, model) -> object:
     raise AssertionError(f"/{endpoint} accepted {str(model)[:80]!r}")
 
 
-ENDPOINTS = ["predict", "model_info", "evaluate", "download_checkpoint", "export", "random_val"]
+ENDPOINTS = ["predict", "model_info", "evaluate", "download_checkpoint", "export", "export_web_page", "random_val"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

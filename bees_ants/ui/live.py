@@ -26,7 +26,7 @@ import torch
 
 from .. import catalog
 from ..catalog import Settings
-from ..errors import UserError
+from ..errors import MissingExtra, UserError
 from ..webpage import ORT_CDN, STATIC, local_runtime, model_description, runtime_config
 from .common import ModelPickers, Visitors, predictor_for
 
@@ -82,6 +82,7 @@ START_IN_BROWSER_JS = """async (file, info) => {
   const root = document.getElementById("browser-live"), status = root.querySelector("[data-role=status]");
   try {
     if (!window.beesAnts) throw new Error("classify.js did not load");
+    if (info.error) throw new Error(info.error);
     const backend = await beesAnts.load(file.url, info);
     status.textContent = `${info.arch} in this browser (onnxruntime-web, ${backend === "webgpu" ? "WebGPU" : "WebAssembly"}): frames never leave it.`;
     beesAnts.startCamera(root, TOP).catch((e) => { status.textContent = `Webcam: ${e.message || e}`; });
@@ -151,6 +152,8 @@ class LiveView:
         the file is left out when the page already holds this very export (`held`'s key)."""
         try:
             onnx = catalog.exported_onnx(self.settings, self.visitors.of(request, profile), model)
+        except MissingExtra as e:  # no ONNX here: the page streams to the server instead
+            return gr.skip(), {"error": str(e)}
         except UserError as e:
             raise gr.Error(str(e).replace("**", "")) from None
         key = f"{Path(onnx).name}@{os.path.getmtime(onnx)}"
