@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bees_ants.errors import UserError
-from bees_ants.models import preprocessing_for
+from bees_ants.checkpoint import Checkpoint
+from bees_ants.models import build_model, preprocessing_for
 from bees_ants.predict import Predictor
 from bees_ants.webpage import FLAVOURS, ORT_CDN, ORT_DIR_ENV, ORT_INTEGRITY, export_web, local_runtime
 from conftest import COLOURS, write_image
@@ -82,16 +83,17 @@ def web_page(trained_checkpoint, tmp_path_factory):
     return export_web(trained_checkpoint, tmp_path_factory.mktemp("web") / "page.web", ort_dir=ORT_DIR)
 
 
-def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, tmp_path, monkeypatch):
+def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, web_page, tmp_path, monkeypatch):
     monkeypatch.delenv(ORT_DIR_ENV, raising=False)
-    folder = export_web(trained_checkpoint, tmp_path / "page.web")
+    folder = export_web(trained_checkpoint, tmp_path / "page.web", onnx_path=web_page / "model.onnx")
     assert sorted(p.name for p in folder.iterdir()) == ["classify.js", "index.html", "model.json", "model.onnx",
                                                         "runtime.json"]
     runtime = json.loads((folder / "runtime.json").read_text())
     assert runtime["base"] == ORT_CDN and runtime["integrity"] == ORT_INTEGRITY
     assert json.loads((folder / "model.json").read_text())["class_names"] == ["ants", "bees"]
     with zipfile.ZipFile(tmp_path / "page.web.zip") as z:  # the zip unpacks to the same folder
-        assert sorted(z.namelist()) == sorted(f"page.web/{p.name}" for p in folder.iterdir())
+        files = [name for name in z.namelist() if not name.endswith("/")]
+        assert sorted(files) == sorted(f"page.web/{p.name}" for p in folder.iterdir())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary leftovers
 
 
@@ -116,8 +118,8 @@ def test_the_pinned_hashes_are_those_of_the_local_runtime():
 def test_the_page_crops_the_pixels_pillow_does(browser, web_page, tmp_path, arch):
     from bench.web_parity import static_server
     prep = asdict(preprocessing_for(arch))
-    predictor = Predictor.__new__(Predictor)  # only its preparation is used: no model needed
-    predictor.preprocessing = preprocessing_for(arch)
+    predictor = Predictor(Checkpoint(build_model(arch, 2).state_dict(), {"arch": arch, "class_names": ["a", "b"],
+                                     "mode": "fixed", "preprocessing": prep}), device="cpu")
     page = browser.new_page()
     with static_server(web_page) as url:
         page.goto(url)
@@ -147,14 +149,16 @@ def test_the_exported_page_classifies_as_the_server_does(browser, web_page, trai
 
 
 @pytest.fixture(scope="module")
-def app_with_model(trained_checkpoint, tmp_path_factory):
-    """The app with the trained checkpoint as a shared model (every visitor may use it)."""
+def app_with_model(trained_checkpoint, web_page, tmp_path_factory):
+    """The app with the trained checkpoint as a shared model (every visitor may use it), its ONNX
+    export already made (the app exports on demand otherwise: tests/test_export.py covers that)."""
     from app_fixtures import running_app
 
     from bees_ants.catalog import Settings
     root = tmp_path_factory.mktemp("webapp")
     for suffix in (".pt", ".pt.json"):
         shutil.copyfile(str(trained_checkpoint)[:-3] + suffix, root / f"shared-model{suffix}")
+    shutil.copyfile(web_page / "model.onnx", root / "shared-model.onnx")  # newer than the checkpoint: up to date
     (root / "data").mkdir()
     with running_app(Settings(data_root=root / "data", dataset_dirs=(), weights_dir=root)) as url:
         yield url
