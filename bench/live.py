@@ -118,6 +118,7 @@ def browser_vs_server(checkpoint: str, seconds: float) -> dict:
             page = browser.new_page()
             page.goto(url)
             page.get_by_role("tab", name="Predict").click()
+            page.wait_for_function("document.querySelector('#model input')?.value", timeout=600_000)  # the model picked
             results["idle page"] = page_rate(page, "body", seconds / 2)
             page.click("#browser-live [data-role=start]")
             page.wait_for_function("window.beesAnts && beesAnts.framesPerSecond() > 0", timeout=600_000)
@@ -131,6 +132,7 @@ def browser_vs_server(checkpoint: str, seconds: float) -> dict:
             page.route("**/ort-wasm-simd-threaded.wasm", lambda route: route.abort())
             page.goto(url)
             page.get_by_role("tab", name="Predict").click()
+            page.wait_for_function("document.querySelector('#model input')?.value", timeout=600_000)  # the model picked
             page.click("#browser-live [data-role=start]")
             page.wait_for_selector("#live-camera", state="visible", timeout=600_000)
             page.locator("#live-camera").get_by_text("Click to Access Webcam").click()

@@ -98,6 +98,7 @@ def main(argv=None) -> int:
             with app_with_model(args.checkpoint, Path(tmp)) as url:
                 page.goto(url)
                 page.get_by_role("tab", name="Predict").click()
+                page.wait_for_function("document.querySelector('#model input')?.value", timeout=600_000)  # the model picked
                 page.click("#browser-live [data-role=start]")  # the model fetched, the camera started
                 page.wait_for_function("window.beesAnts && beesAnts.framesPerSecond() > 0", timeout=600_000)
                 page.click("#browser-live [data-role=stop]")

@@ -22,7 +22,8 @@ from bees_ants.predict import Predictor
 from bees_ants.webpage import FLAVOURS, ORT_CDN, ORT_DIR_ENV, ORT_INTEGRITY, export_web, local_runtime
 from conftest import COLOURS, write_image
 
-pytest.importorskip("onnxscript", reason="web export needs requirements-extras.txt")
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
+pytest.importorskip("onnxscript", reason="web export needs onnx and onnxscript (requirements.txt)")
 ORT_DIR = os.environ.get(ORT_DIR_ENV)
 needs_runtime = pytest.mark.skipif(not ORT_DIR, reason=f"set {ORT_DIR_ENV} to onnxruntime-web's dist folder "
                                                       "(npm install onnxruntime-web; .ci/run does)")
@@ -170,6 +171,7 @@ def open_live(browser, url, **page_options):
     page.get_by_role("tab", name="Predict").click()
     page.wait_for_selector("#browser-live [data-role=start]", timeout=LONG)
     page.wait_for_function("window.beesAnts !== undefined", timeout=LONG)
+    page.wait_for_function("document.querySelector('#model input')?.value", timeout=LONG)  # the model picked
     return page
 
 

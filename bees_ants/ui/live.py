@@ -92,6 +92,9 @@ START_IN_BROWSER_JS = """async (file, info) => {
     return {...info, backend: null};
   }
 }"""
+NOT_HANDED_JS = """() => {
+  document.querySelector("#browser-live [data-role=status]").textContent = "No model to run: see the message, then Start again.";
+}"""
 STOP_IN_BROWSER_JS = """() => {
   const root = document.getElementById("browser-live");
   if (window.beesAnts && root) { beesAnts.stopCamera(root); root.querySelector("[data-role=top]").replaceChildren(); }
@@ -135,10 +138,11 @@ class LiveView:
                 live = gr.Label(num_top_classes=TOP_CLASSES, label="Webcam: top classes", elem_id="live-label")
         model_file = gr.File(visible=False, elem_id="live-model-file")
         model_info = gr.JSON(visible=False, elem_id="live-model-info")  # the description of the model the page has
-        browser.click(self.hand_over_model, [models.predict, model_info], [model_file, model_info],
-                      api_visibility="private", concurrency_id="inference").success(
-            None, [model_file, model_info], model_info, js=START_IN_BROWSER_JS.replace("TOP", str(TOP_CLASSES))).then(
-            self.runtime_started, model_info, self.server_live, api_visibility="private")
+        handed = browser.click(self.hand_over_model, [models.predict, model_info], [model_file, model_info],
+                               api_visibility="private", concurrency_id="inference")
+        handed.success(None, [model_file, model_info], model_info, js=START_IN_BROWSER_JS.replace("TOP", str(TOP_CLASSES))
+                       ).then(self.runtime_started, model_info, self.server_live, api_visibility="private")
+        handed.failure(None, js=NOT_HANDED_JS)  # the toast says why
         models.predict.change(None, js=STOP_IN_BROWSER_JS)  # the camera goes until Start asks for the new model
         camera.stream(self.classify_frame, [models.predict, camera], live, stream_every=STREAM_EVERY,
                       time_limit=TIME_LIMIT, concurrency_limit=LIVE_STREAMS, concurrency_id="live",
