@@ -17,6 +17,7 @@ import pytest
 
 from bees_ants.errors import UserError
 from bees_ants.checkpoint import Checkpoint
+from bees_ants.cli import main
 from bees_ants.models import build_model, preprocessing_for
 from bees_ants.predict import Predictor
 from bees_ants.webpage import FLAVOURS, ORT_CDN, ORT_DIR_ENV, ORT_INTEGRITY, export_web, local_runtime
@@ -84,9 +85,11 @@ def web_page(trained_checkpoint, tmp_path_factory):
     return export_web(trained_checkpoint, tmp_path_factory.mktemp("web") / "page.web", ort_dir=ORT_DIR)
 
 
-def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, web_page, tmp_path, monkeypatch):
+def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(ORT_DIR_ENV, raising=False)
-    folder = export_web(trained_checkpoint, tmp_path / "page.web", onnx_path=web_page / "model.onnx")
+    folder = tmp_path / "page.web"
+    assert main(["export", str(trained_checkpoint), "--format", "web", "--output", str(folder)]) == 0
+    assert f"exported to {folder} and {folder}.zip" in capsys.readouterr().out
     assert sorted(p.name for p in folder.iterdir()) == ["classify.js", "index.html", "model.json", "model.onnx",
                                                         "runtime.json"]
     runtime = json.loads((folder / "runtime.json").read_text())
