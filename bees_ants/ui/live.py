@@ -8,8 +8,8 @@ the browser, so a live page costs the server nothing after that, and runs as fas
 machine does.
 
 Where the runtime cannot start (an old browser, no way to fetch its files), the page says so and
-shows the server-side stream instead, as before: Gradio runs a streaming input as one long event: the page sends a frame every `stream_every`
-seconds, and the server keeps only the newest one while the previous is being classified (a
+shows the server-side stream instead, as before. Gradio runs a streaming input as one long event:
+the page sends a frame every `stream_every` seconds, and the server keeps only the newest one while the previous is being classified (a
 frame that arrives meanwhile replaces the one waiting). So frames never queue up: the rate is
 whatever the machine sustains, up to 1 / STREAM_EVERY per page.
 """
