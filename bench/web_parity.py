@@ -13,6 +13,7 @@ import contextlib
 import functools
 import http.server
 import shutil
+import socket
 import statistics
 import tempfile
 import threading
@@ -57,7 +58,11 @@ def app_with_model(checkpoint: str, root: Path):
     for suffix in (".pt", ".pt.json"):
         shutil.copyfile(checkpoint[:-3] + suffix, root / "weights" / f"model{suffix}")
     app = build_app(Settings(data_root=root / "data", dataset_dirs=(), weights_dir=root / "weights"))
-    _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, css=CSS)
+    with socket.socket() as s:  # a free port: other apps may hold Gradio's usual ones
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                           ssr_mode=False, css=CSS)
     try:
         yield url
     finally:
