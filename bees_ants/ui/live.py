@@ -52,8 +52,8 @@ def _one_torch_thread() -> None:
 
 # The in-browser view: classify.js finds its parts by data-role.
 BROWSER_LIVE = """<div class="bees-ants-live"><div class="bees-ants-title">Webcam, classified in this browser</div>
-<div><button data-role="start" class="sm secondary">Start webcam</button>
-<button data-role="stop" class="sm secondary">Stop</button></div>
+<div><button data-role="start" class="lg secondary">Start webcam</button>
+<button data-role="stop" class="lg secondary">Stop</button></div>
 <video data-role="video" muted playsinline></video>
 <ol data-role="top"></ol>
 <div data-role="fps"></div>
@@ -125,7 +125,7 @@ class LiveView:
         head = f'<script src="gradio_api/file={STATIC / "classify.js"}"></script>'
         with gr.Accordion("Live predictions: webcam and clipboard", open=True, elem_id="live"):
             with gr.Row():
-                browser = gr.HTML(BROWSER_LIVE, css_template=BROWSER_LIVE_CSS, head=head, padding=False, min_width=320,
+                browser = gr.HTML(BROWSER_LIVE, css_template=BROWSER_LIVE_CSS, head=head, padding=False,
                                   js_on_load=BROWSER_LIVE_JS.replace("RUNTIME", json.dumps(runtime_config(base))),
                                   elem_id="browser-live")
                 pasted = gr.Image(sources=["clipboard", "upload"], type="filepath", height=300,
