@@ -25,6 +25,7 @@ from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
 from .housekeeping import remove_folder, require_room, touch
+from .webpage import export_web
 from .config import DEFAULT_ARCH, arch_of_file
 from .predict import Predictor
 from .settings import Settings
@@ -240,8 +241,10 @@ def delete_checkpoint(settings: Settings, visitor: Visitor, path, in_use: tuple[
         raise refusal
     if str(checked) in in_use:
         raise CatalogError("your training run is writing this model; cancel it or wait for it to end first")
-    for p in (checked, side_file(checked), resume_path(checked), checked.with_suffix(".pt2"), checked.with_suffix(".onnx")):
+    for p in (checked, side_file(checked), resume_path(checked), checked.with_suffix(".pt2"), checked.with_suffix(".onnx"),
+              checked.with_suffix(".web.zip")):
         p.unlink(missing_ok=True)
+    remove_folder(checked.with_suffix(".web"))  # the exported web page
     return checked.name
 
 
@@ -327,6 +330,15 @@ def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
 def exported_onnx(settings: Settings, visitor: Visitor, path: str) -> str:
     """The same for its ONNX model (<checkpoint>.onnx)."""
     return _exported(check_checkpoint(settings, visitor, path), ".onnx", export_onnx)
+
+
+def exported_web_page(settings: Settings, visitor: Visitor, path: str) -> str:
+    """The same as a web page (<checkpoint>.web.zip, with its folder <checkpoint>.web), made from
+    its up-to-date ONNX model."""
+    checkpoint = check_checkpoint(settings, visitor, path)
+    onnx = exported_onnx(settings, visitor, checkpoint)
+    return _exported(checkpoint, ".web.zip",
+                     lambda ckpt, target: export_web(ckpt, Path(ckpt).with_suffix(".web"), onnx_path=onnx))
 
 
 def _exported(checkpoint: str, suffix: str, export) -> str:

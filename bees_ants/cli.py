@@ -314,7 +314,12 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_onnx, export_program
-    if args.format == "onnx":
+    if args.format == "web":
+        from .webpage import export_web
+        path = export_web(args.checkpoint, args.output, ort_dir=args.ort_dir)
+        print(f"exported to {path} and {path}.zip: serve the folder from any static host, e.g. "
+              f"`python -m http.server -d {path}` (see README.md)")
+    elif args.format == "onnx":
         path = export_onnx(args.checkpoint, args.output)
         print(f"exported to {path} (run with onnxruntime alone; see bees_ants/export.py)")
     else:
@@ -435,9 +440,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a checkpoint to a torch.export program (.pt2) that needs only torch, "
                         "or to ONNX (.onnx) that needs only onnxruntime")
     ex.add_argument("checkpoint")
-    ex.add_argument("--format", choices=("pt2", "onnx"), default="pt2", help="(default %(default)s; onnx needs "
-                    "requirements-extras.txt)")
-    ex.add_argument("--output", help="default: the checkpoint path with .pt2 or .onnx")
+    ex.add_argument("--format", choices=("pt2", "onnx", "web"), default="pt2", help="(default %(default)s; onnx and "
+                    "web need requirements-extras.txt; web: a folder and .zip with a page that runs the model in a browser)")
+    ex.add_argument("--output", help="default: the checkpoint path with .pt2, .onnx or .web")
+    ex.add_argument("--ort-dir", help="web: a folder of onnxruntime-web files to copy into the page (default "
+                    "$BEES_ANTS_ORT_DIR; neither: the page fetches them from the jsdelivr CDN)")
     ex.set_defaults(func=cmd_export)
 
     pu = sub.add_parser("push", help="push a checkpoint to the Hugging Face Hub (safetensors, config, model card)",

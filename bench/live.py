@@ -4,11 +4,19 @@ classified in the app's live thread (one torch thread) or in an ordinary thread 
 count), frames coming as a page streams them (every STREAM_EVERY seconds). All figures come from
 this one run, so compare them as ratios; other load on the machine disturbs them all.
 
-    python -m bench.live [--seconds 20]
+With --browser: the Predict tab's live webcam in headless Chromium with a fake camera, the same
+model classified in the page (onnxruntime-web) and streamed to the server (the fallback): frames
+classified per second each way, and the server's CPU seconds per second for that one live page
+(this process's CPU time: the app runs in it; Chromium does not). Needs BEES_ANTS_ORT_DIR (or
+internet for the CDN).
+
+    python -m bench.live [--seconds 20] [--browser [--checkpoint CKPT]]
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import shutil
 import statistics
 import tempfile
 import threading
@@ -58,15 +66,112 @@ def stream(pool: ThreadPoolExecutor | None, predictor: Predictor, seconds: float
             "batches_s": (counter.batches - batches) / elapsed}
 
 
+# Counts the updates of a top-classes element: one per classified frame, whichever path drew it.
+COUNT_UPDATES = """(selector) => {
+  window.benchUpdates = 0;
+  new MutationObserver(() => { window.benchUpdates += 1; })
+    .observe(document.querySelector(selector), {childList: true, subtree: true, characterData: true});
+}"""
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def page_rate(page, selector: str, seconds: float, server_frames=None) -> dict:
+    """Frames per second over `seconds` (counted by the server when it classifies them, else by
+    the page's redraws) and this process's CPU seconds per second meanwhile."""
+    page.evaluate(COUNT_UPDATES, selector)
+    frames0, cpu0, start = server_frames() if server_frames else 0, time.process_time(), time.perf_counter()
+    time.sleep(seconds)  # the page runs on its own meanwhile: this is the measurement window
+    elapsed = time.perf_counter() - start
+    frames = server_frames() - frames0 if server_frames else page.evaluate("window.benchUpdates")
+    return {"frames_s": frames / elapsed, "server_cpu_s_per_s": (time.process_time() - cpu0) / elapsed}
+
+
+def browser_vs_server(checkpoint: str, seconds: float) -> dict:
+    """The live webcam of one page, in the browser and streamed to the server, same model."""
+    from playwright.sync_api import sync_playwright
+
+    from bees_ants.catalog import Settings
+    from bees_ants.ui import CSS, build_app
+    from bees_ants.ui.live import LiveView
+
+    root = Path(tempfile.mkdtemp(prefix="bench-browser-"))
+    (root / "weights").mkdir()
+    (root / "data").mkdir()
+    for suffix in (".pt", ".pt.json"):  # a shared model, which every page may use
+        shutil.copyfile(checkpoint[:-3] + suffix, root / "weights" / f"model{suffix}")
+    classified = {"frames": 0}
+    plain = LiveView.classify_frame
+
+    @functools.wraps(plain)  # keeps the signature Gradio reads to pass the request in
+    def counted(self, *args, **kwargs):
+        result = plain(self, *args, **kwargs)
+        classified["frames"] += result is not None
+        return result
+
+    LiveView.classify_frame = counted  # before the app wires it: the server's frames are counted
+    app = build_app(Settings(data_root=root / "data", dataset_dirs=(), weights_dir=root / "weights"))
+    _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, css=CSS)
+    results = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Predict").click()
+            page.wait_for_function("document.querySelector('#model input')?.value", timeout=600_000)  # the model picked
+            results["idle page"] = page_rate(page, "body", seconds / 2)
+            page.click("#browser-live [data-role=start]")
+            page.wait_for_function("window.beesAnts && beesAnts.framesPerSecond() > 0", timeout=600_000)
+            time.sleep(3)  # past the first frames (the runtime compiles its kernels)
+            results["browser"] = page_rate(page, "#browser-live [data-role=top]", seconds)
+            results["browser"]["backend"] = page.evaluate("beesAnts.model.backend")
+            page.click("#browser-live [data-role=stop]")
+            page.close()
+
+            page = browser.new_page()  # the runtime refused: the page falls back to the server's stream
+            page.route("**/ort-wasm-simd-threaded.wasm", lambda route: route.abort())
+            page.goto(url)
+            page.get_by_role("tab", name="Predict").click()
+            page.wait_for_function("document.querySelector('#model input')?.value", timeout=600_000)  # the model picked
+            page.click("#browser-live [data-role=start]")
+            page.wait_for_selector("#live-camera", state="visible", timeout=600_000)
+            page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
+            page.locator("#live-camera").get_by_role("button", name="capture photo").click(timeout=60_000)
+            page.wait_for_function("document.querySelector('#live-label').innerText.includes('%')", timeout=600_000)
+            time.sleep(3)
+            results["server"] = page_rate(page, "#live-label", seconds, lambda: classified["frames"])
+            browser.close()
+    finally:
+        app.close()
+        LiveView.classify_frame = plain
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20, help="per measurement")
+    parser.add_argument("--browser", action="store_true", help="the page's live webcam: in the browser vs on the server")
+    parser.add_argument("--checkpoint", help="--browser: this checkpoint instead of a fixed mobilenet_v2 trained first")
     args = parser.parse_args(argv)
-    if not (DATA.is_dir() and WEIGHTS.is_file()):
+    if not (args.checkpoint or (DATA.is_dir() and WEIGHTS.is_file())):
         print(f"needs {DATA} and {WEIGHTS}")
         return 1
     out = Path(tempfile.mkdtemp(prefix="bench-live-"))
     config = dict(data_dir=str(DATA), arch="mobilenet_v2", backbone_weights=str(WEIGHTS), out_dir=str(out))
+    if args.browser:
+        checkpoint = args.checkpoint
+        if not checkpoint:
+            run = TrainingRun(TrainConfig(mode="fixed", epochs=1, **config))
+            list(run)
+            checkpoint = run.checkpoint_path
+        results = browser_vs_server(str(checkpoint), args.seconds)
+        print(f"idle page: server CPU {results.pop('idle page')['server_cpu_s_per_s']:.3f} s/s")
+        for name, r in results.items():
+            print(f"{name:>9}: {r['frames_s']:6.2f} frames/s, server CPU {r['server_cpu_s_per_s']:.3f} s/s"
+                  + (f" ({r['backend']})" if "backend" in r else ""))
+        print(f"browser / server rate: {results['browser']['frames_s'] / results['server']['frames_s']:.1f}x")
+        return 0
     run = TrainingRun(TrainConfig(mode="fixed", epochs=1, **config))
     list(run)
     predictor = Predictor(run.checkpoint_path, device="cpu")

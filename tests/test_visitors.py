@@ -91,7 +91,7 @@ def refusal(client: Client, endpoint: str, model) -> object:
     raise AssertionError(f"/{endpoint} accepted {str(model)[:80]!r}")
 
 
-ENDPOINTS = ["predict", "model_info", "evaluate", "download_checkpoint", "export", "random_val"]
+ENDPOINTS = ["predict", "model_info", "evaluate", "download_checkpoint", "export", "export_web_page", "random_val"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -216,6 +216,11 @@ def test_a_visitor_deletes_their_own_dataset_and_model_and_nobody_elses(served_a
 
     copy = Path(alice_model).with_name("copy.pt")
     copy.write_bytes(Path(alice_model).read_bytes())
+    exports = [copy.with_suffix(".onnx"), copy.with_suffix(".web.zip"), copy.with_suffix(".web") / "model.onnx"]
+    for p in exports:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"export")
     answer = call(alice, "delete_model", str(copy))
     assert answer["model-deleted"] == "Deleted **copy.pt**." and not copy.exists()
+    assert not any(p.exists() for p in exports) and not copy.with_suffix(".web").exists()
     assert str(copy) not in [p for _, p in answer["model"]["choices"]] and Path(alice_model).is_file()

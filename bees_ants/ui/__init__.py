@@ -99,7 +99,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         models = ModelPickers(settings, visitors)
         with gr.Tabs():
             train = TrainTab(settings, jobs, visitors, models)
-            PredictTab(settings, visitors, models)
+            PredictTab(settings, visitors, models, housekeeper)
             EvaluateTab(settings, visitors, models, jobs, housekeeper)
             CompareTab(settings, visitors)
         AgentTools(settings, visitors, jobs)

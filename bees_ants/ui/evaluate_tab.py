@@ -22,8 +22,8 @@ MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class i
 
 class EvaluateTab:
     """A model's card and curves; its evaluation on its val set (summary, confusion matrix, per-class
-    numbers, mistakes); the checkpoint or its .pt2 / .onnx export to download, a push to the Hub,
-    or the visitor's own model deleted."""
+    numbers, mistakes); the checkpoint, its .pt2 / .onnx export or a web page running it to download,
+    a push to the Hub, or the visitor's own model deleted."""
 
     def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers, jobs: JobManager,
                  housekeeper: Housekeeper):
@@ -39,6 +39,7 @@ class EvaluateTab:
                     download_btn = gr.Button("Download checkpoint", scale=3, elem_id="download-btn")
                     export_btn = gr.Button("Export (.pt2)", scale=2, elem_id="export-btn")
                     onnx_btn = gr.Button("Export ONNX", scale=2, elem_id="onnx-btn")
+                    web_btn = gr.Button("Download as web page", scale=3, elem_id="web-btn")
                 self.model_file = gr.File(label="Model file", interactive=False, visible=False, elem_id="model-file")
                 self.model_file_note = gr.Markdown(label="how to use it", elem_id="model-file-note")
                 with gr.Accordion("Push to the Hugging Face Hub", open=False, elem_id="push"):
@@ -78,6 +79,8 @@ class EvaluateTab:
         export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
         onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
         delete_btn.click(self.delete, models.evaluate, [self.deleted, *models.outputs], api_name="delete_model")
+        web_btn.click(self.export_web_page, models.evaluate, takeaway, api_name="export_web_page",
+                      concurrency_id="inference")
         push_btn.click(self.push, [models.evaluate, repo_id, token, private], self.pushed, api_name="push_to_hub",
                        concurrency_id="inference")
 
@@ -136,6 +139,9 @@ class EvaluateTab:
 
     def export_onnx(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         return self.takeaway(model, catalog.exported_onnx, self.visitors.of(request, profile))
+
+    def export_web_page(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        return self.takeaway(model, catalog.exported_web_page, self.visitors.of(request, profile))
 
     def push(self, model: str, repo_id: str, token: str, private: bool, request: gr.Request,
              profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None) -> str:

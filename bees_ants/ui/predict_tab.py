@@ -6,6 +6,7 @@ import gradio as gr
 from ..catalog import Settings
 from ..errors import UserError
 from ..figures import figure_image
+from ..housekeeping import Housekeeper
 from ..predict import val_sample_figure
 from ..views.predictions import explanation_items, gallery_items, predictions_table, problems_markdown
 from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
@@ -19,7 +20,7 @@ class PredictTab:
     per file; on demand, where the model looked in each (Grad-CAM); or the model's predictions on
     random images of its val set."""
 
-    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers):
+    def __init__(self, settings: Settings, visitors: Visitors, models: ModelPickers, housekeeper: Housekeeper):
         self.settings, self.visitors = settings, visitors
         with gr.Tab("Predict", id="predict", elem_id="tab-predict"):
             with gr.Row():
@@ -45,7 +46,7 @@ class PredictTab:
                                                 visible=False, elem_id="explained")
                     val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
                                            interactive=False, show_label=False, visible=False, elem_id="val-samples")
-            LiveView(settings, visitors, models)
+            LiveView(settings, visitors, models, housekeeper)
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
 
         shown = [self.gallery, self.confidences, self.problems, self.results, self.probabilities]

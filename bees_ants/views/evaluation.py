@@ -86,15 +86,25 @@ info = json.loads(s.get_modelmeta()
 probs = s.run(None, {{"crops": crops}})[0]
 ```"""
 
-HOWTO = {".pt": CHECKPOINT_HOWTO, ".pt2": PROGRAM_HOWTO, ".onnx": ONNX_HOWTO}
+WEB_PAGE_HOWTO = """**`{name}`** is the model as a web page: unzip it and serve the folder from any static host;
+it classifies the webcam and dropped images of {classes} in the visitor's browser
+(onnxruntime-web), with no server of ours. Pages: `window.beesAnts.classify(image)`.
+
+```bash
+unzip {name} && cd {stem}
+python -m http.server 8000   # then open http://localhost:8000
+```
+GitHub Pages or a static Space serve it the same way (see the README)."""
+HOWTO = {".pt": CHECKPOINT_HOWTO, ".pt2": PROGRAM_HOWTO, ".onnx": ONNX_HOWTO, ".zip": WEB_PAGE_HOWTO}
 
 
 def takeaway_markdown(path: str, meta: dict) -> str:
-    """How to use a downloaded checkpoint (.pt), exported program (.pt2) or ONNX model (.onnx)."""
+    """How to use a downloaded checkpoint (.pt), exported program (.pt2), ONNX model (.onnx) or
+    web page (.web.zip)."""
     prep = meta["preprocessing"]
-    return HOWTO[Path(path).suffix].format(name=Path(path).name, classes=", ".join(meta["class_names"]),
-                                           n=len(meta["class_names"]), crop=prep["crop_size"],
-                                           resize=prep["resize_size"])
+    return HOWTO[Path(path).suffix].format(name=Path(path).name, stem=Path(path).stem,
+                                           classes=", ".join(meta["class_names"]), n=len(meta["class_names"]),
+                                           crop=prep["crop_size"], resize=prep["resize_size"])
 
 
 def pushed_markdown(url: str, repo_id: str, evaluated: bool) -> str:
