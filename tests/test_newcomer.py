@@ -90,6 +90,8 @@ def test_offline_first_run_through_the_app(offline, tmp_path):
         assert "Training failed" in final["status"]
         assert all(way in final["status"] for way in APP_WAYS), final["status"]
         assert "--data-dir" not in final["status"] and "--backbone-weights" not in final["status"]
+        # A failed download marks the tutorial's set unavailable: the list stops offering a dead end.
+        assert tutorial not in [c.path for c in catalog.dataset_choices(settings, None)]
 
         typed = _outputs(client, "train", client.predict(**{**args, "dataset": "/home/me/photos"},
                                                          api_name="/train"))

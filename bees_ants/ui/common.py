@@ -97,14 +97,20 @@ class ModelPickers:
                 self.evaluate: gr.Dropdown(choices=choices, value=newest)}
 
 
-def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
-    """The model's Predictor, or a UserError saying what to do instead."""
+def checked_model(settings: Settings, visitor: Visitor, model: str) -> str:
+    """The checkpoint `model` if the visitor may use it, or a UserError saying what to do instead:
+    with an empty list, "choose a model from the list" would be a dead end."""
     try:
-        return catalog.load_predictor(catalog.check_checkpoint(settings, visitor, model))
+        return catalog.check_checkpoint(settings, visitor, model)
     except UserError:
         if catalog.checkpoint_choices(settings, visitor):
             raise
         raise UserError(NO_MODEL) from None
+
+
+def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
+    """The model's Predictor, or a UserError saying what to do instead."""
+    return catalog.load_predictor(checked_model(settings, visitor, model))
 
 
 def val_root(predictor: Predictor) -> str:

@@ -12,7 +12,7 @@ from ..hub import push_to_hub
 from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items,
                                 model_markdown, per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
-from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
+from .common import NO_MODEL, ModelPickers, Visitors, checked_model, gallery_files, predictor_for, val_root
 
 MISTAKES_LABEL = "Mistakes, worst first"
 MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class it chose (red)"
@@ -132,7 +132,7 @@ class EvaluateTab:
         their own; evaluated on its val set first when that is here, for the card."""
         visitor = self.visitors.of(request, profile)
         try:
-            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            checkpoint = checked_model(self.settings, visitor, model)
             try:
                 predictor = predictor_for(self.settings, visitor, checkpoint)
                 evaluation = predictor.evaluate(val_root(predictor), "val")
@@ -148,10 +148,10 @@ class EvaluateTab:
     def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
         """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
         try:
-            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            checkpoint = checked_model(self.settings, visitor, model)
             path = fetch(self.settings, visitor, checkpoint)
         except UserError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
         # Handed over as a copy: the weights folder itself is never served by URL.
         return {self.model_file: gr.File(catalog.download_copy(path), visible=True),
                 self.model_file_note: takeaway_markdown(path, load_checkpoint(checkpoint).meta)}
