@@ -45,6 +45,22 @@ def gallery_files(items: list[tuple]) -> list[tuple[str, str]]:
     return [(image_file(image), caption) for image, caption in items]
 
 
+def click_busy(button: gr.Button, busy_label: str, fn, inputs, outputs, together: tuple[gr.Button, ...] = (),
+               **event) -> None:
+    """`button.click(fn, inputs, outputs, **event)` for work that takes seconds: at the click the
+    button says `busy_label` and, with the buttons `together` (those writing the same outputs), cannot
+    be pressed; all come back when fn is done, or has failed. The named endpoint (event's api_name)
+    is fn's alone, with its own inputs and outputs: the steps around it are private, so API and MCP
+    clients see what they always saw."""
+    buttons = [button, *together]
+    labels = [b.value for b in buttons]
+    quick = dict(queue=False, show_progress="hidden", api_visibility="private")
+    button.click(lambda: [gr.Button(busy_label, interactive=False)] + [gr.Button(interactive=False)] * len(together),
+                 None, buttons, **quick).then(
+        fn, inputs, outputs, **event).then(
+        lambda: [gr.Button(label, interactive=True) for label in labels], None, buttons, **quick)
+
+
 class Visitors:
     """Who is behind each request. A page tells us once, on load, which browser it is (an id kept
     in the browser's localStorage, so it survives reloads and restarts); a signed-in Hugging Face

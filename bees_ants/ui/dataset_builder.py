@@ -11,7 +11,7 @@ from ..draft import Draft
 from ..errors import UserError
 from ..views.common import thumbnail
 from ..views.datasets import BUILDER_HELP, added_markdown, draft_markdown, import_markdown
-from .common import Visitors, gallery_files
+from .common import Visitors, click_busy, gallery_files
 
 SHOWN_IMAGES = 6  # the selected class's newest images
 
@@ -64,7 +64,7 @@ class DatasetBuilder:
         gr.on([rename_btn.click, self.rename_to.submit], self.rename, [self.cls, self.rename_to],
               [*shown, self.rename_to], api_name="draft_rename")
         remove_btn.click(self.remove, self.cls, shown, api_name="draft_remove")
-        create_btn.click(self.create, name_in, [self.created, dataset], api_name="draft_create")
+        click_busy(create_btn, "Creating…", self.create, name_in, [self.created, dataset], api_name="draft_create")
 
     def draft(self, request: gr.Request, profile: gr.OAuthProfile | None) -> Draft:
         return catalog.draft(self.settings, self.visitors.of(request, profile))

@@ -12,7 +12,8 @@ from ..hub import push_to_hub
 from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items,
                                 model_markdown, per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
-from .common import NO_MODEL, ModelPickers, Visitors, checked_model, gallery_files, predictor_for, val_root
+from .common import (NO_MODEL, ModelPickers, Visitors, checked_model, click_busy, gallery_files, predictor_for,
+                     val_root)
 
 MISTAKES_LABEL = "Mistakes, worst first"
 MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class it chose (red)"
@@ -61,14 +62,19 @@ class EvaluateTab:
         takeaway = [self.model_file, self.model_file_note]
         shown = [self.model_card, self.model_curves, *evaluation, *takeaway]
         models.evaluate.change(self.show_model, models.evaluate, shown, api_name="model_info")
-        eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
+        click_busy(eval_btn, "Evaluating…", self.evaluate, models.evaluate, evaluation, api_name="evaluate",
+                   concurrency_id="inference")
         self.mistake_heatmaps.input(self.explain_mistakes, [self.mistake_heatmaps, self.evaluated], self.mistakes,
                                     api_name="explain_mistakes", concurrency_id="inference")
-        download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
-        export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
-        onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
-        push_btn.click(self.push, [models.evaluate, repo_id, token, private], self.pushed, api_name="push_to_hub",
-                       concurrency_id="inference")
+        # The three write the same file box: while one works, none can be pressed.
+        takers = (download_btn, export_btn, onnx_btn)
+        for button, busy, fn, api_name in ((download_btn, "Copying…", self.download, "download_checkpoint"),
+                                           (export_btn, "Exporting…", self.export, "export"),
+                                           (onnx_btn, "Exporting…", self.export_onnx, "export_onnx")):
+            click_busy(button, busy, fn, models.evaluate, takeaway, together=tuple(b for b in takers if b is not button),
+                       api_name=api_name, **({} if fn == self.download else {"concurrency_id": "inference"}))
+        click_busy(push_btn, "Pushing…", self.push, [models.evaluate, repo_id, token, private], self.pushed,
+                   api_name="push_to_hub", concurrency_id="inference")
 
     def show_model(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         """The model's card and curves; what was shown for the previous model is cleared."""

@@ -138,8 +138,9 @@ class TrainTab:
                     self.import_info = gr.Markdown(label="import", elem_id="import-info")
                     self.thumbs = gr.Gallery(label="A few training images per class", columns=THUMBNAILS_SHOWN,
                                              object_fit="cover", visible=False, elem_id="thumbs")
+                # The progress shows on the upload box: checking a big zip takes seconds.
                 upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
-                              api_name="import_dataset")
+                              api_name="import_dataset", show_progress_on=[upload, self.import_info])
                 DatasetBuilder(settings, visitors, self.dataset, self.dataset_picker)
 
                 arch_in = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
@@ -247,12 +248,13 @@ class TrainTab:
         # For API clients: the caller's job as it is now, at once.
         api.click(self.current, None, job_view, api_name="status", concurrency_limit=None, show_progress="hidden")
 
-    def job_view(self, job: Job | None, visitor: Visitor) -> dict:
-        """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
+    def job_view(self, job: Job | None, visitor: Visitor, grid: bool = True) -> dict:
+        """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers.
+        grid=False: all but the val predictions grid, which takes seconds to draw for a new run."""
         shown = {self.status: status_markdown(job), self.dataset_info: dataset_markdown(job),
                  self.curves: training_curves(job), self.table: history_table(job),
-                 self.result: result_markdown(job), self.grid: val_grid(job),
-                 self.seen: job.version if job else 0}
+                 self.result: result_markdown(job), self.seen: job.version if job else 0,
+                 **({self.grid: val_grid(job)} if grid else {})}
         resumable = job is not None and not job.active and job.checkpoint_path and resume_path(job.checkpoint_path).is_file()
         shown.update({self.resume_btn: gr.Button(visible=bool(resumable)),
                       self.resumable: job.checkpoint_path if resumable else ""})
@@ -354,10 +356,15 @@ class TrainTab:
         job = self.jobs.latest(visitor.key)
         if (job.version if job else 0) != seen:
             active = job is not None and job.active
-            return {**self.job_view(job, visitor), self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
-        if job is not None and job.active:  # only the clock moved: redraw just the status line
-            return {self.status: status_markdown(job)}
-        return gr.skip()
+            # "Finished" shows at once; the val predictions grid follows when drawn (seconds, once a run).
+            yield {**self.job_view(job, visitor, grid=active),
+                   self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
+            if not active:
+                yield {self.grid: val_grid(job)}
+        elif job is not None and job.active:  # only the clock moved: redraw just the status line
+            yield {self.status: status_markdown(job)}
+        else:
+            yield gr.skip()
 
     def current(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         visitor = self.visitors.of(request, profile)
