@@ -48,10 +48,11 @@ class EvaluateTab:
             with gr.Column(scale=2):
                 self.model_curves = gr.HTML(label="curves", visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
-                with gr.Row():
-                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
-                    self.per_class = gr.Dataframe(headers=PER_CLASS_COLUMNS, label="Per class",
-                                                  interactive=False, visible=False, elem_id="per-class")
+                with gr.Row():  # side by side when both fit their whole width, else one above the other
+                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, min_width=300,
+                                             elem_id="confusion")
+                    self.per_class = gr.Dataframe(headers=PER_CLASS_COLUMNS, label="Per class", interactive=False,
+                                                  visible=False, min_width=460, elem_id="per-class")
                 self.mistake_heatmaps = gr.Checkbox(label="Show where the model looked (Grad-CAM for the class it chose)",
                                                     visible=False, elem_id="mistakes-gradcam")
                 self.mistakes = gr.Gallery(label=MISTAKES_LABEL, columns=3, object_fit="contain",

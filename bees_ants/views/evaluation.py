@@ -76,13 +76,16 @@ probs = program.module()(crops)
 ONNX_HOWTO = """**`{name}`** is an ONNX model: it runs with onnxruntime alone (no torch, no project), in
 Python, C++, C#, Java, JavaScript (onnxruntime-web) or on a phone. Input `crops`: uint8 RGB,
 (N, 3, {crop}, {crop}), the shorter side resized to {resize}, then center-cropped. Output
-`probabilities` of {classes}, (N, {n}). Class names and recipe are in its metadata:
+`probabilities` of {classes}, (N, {n}). Its metadata holds `class_names` and `preprocessing`
+(`resize_size`, `crop_size`, `interpolation`):
 
 ```python
 import json, onnxruntime as ort
 s = ort.InferenceSession("{name}")
 info = json.loads(s.get_modelmeta()
     .custom_metadata_map["bees_ants.json"])
+classes = info["class_names"]
+prep = info["preprocessing"]  # resize {resize}, crop {crop}
 probs = s.run(None, {{"crops": crops}})[0]
 ```"""
 
