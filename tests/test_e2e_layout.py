@@ -29,9 +29,12 @@ DESKTOP = dict(viewport={"width": 1400, "height": 1000})
 GRADIO_OWNED = {
     "color-contrast": [".run-history", ".show-api", ".built-with", ".settings",  # the footer
                        ".or"],  # "- or -" inside Gradio's upload box
-    "image-redundant-alt": ['img[alt="Runs"]', 'img[alt="Settings"]'],  # the footer's icons
+    # the footer's icons; a gallery's thumbnail buttons ("Thumbnail 1 of 3") around images whose alt
+    # is their caption
+    "image-redundant-alt": ['img[alt="Runs"]', 'img[alt="Settings"]', 'aria-label="Thumbnail '],
     "aria-prohibited-attr": [".empty"],  # aria-label on the empty-value placeholder div of a Label/Gallery
-    "label-content-name-mismatch": [".upload-container", ".boundedheight"],  # upload boxes' aria-label
+    # upload boxes' and gallery thumbnails' aria-label, which is not their visible text
+    "label-content-name-mismatch": [".upload-container", ".boundedheight", 'aria-label="Thumbnail '],
 }
 
 # Elements sticking out of the viewport, except those hidden by a box that scrolls or clips them.
@@ -78,6 +81,16 @@ def visitor(browser, served_app, tmp_path_factory):
     open_tab(page, "evaluate")
     page.locator("#eval-btn").click()
     expect(page.locator("#per-class")).to_contain_text("precision", timeout=LONG)
+    expect(page.locator("#eval-btn")).to_have_text("Evaluate on its val set")  # itself again, and enabled
+    expect(page.locator("#eval-btn")).to_be_enabled()
+    # A slow action shows at once that it runs, and cannot be started twice meanwhile.
+    page.locator("#onnx-btn").click()
+    expect(page.locator("#onnx-btn")).to_have_text("Exporting…")
+    expect(page.locator("#export-btn")).to_be_disabled()
+    expect(page.locator("#model-file a")).to_have_attribute("href", re.compile(r"\.onnx$"), timeout=LONG)
+    expect(page.locator("#onnx-btn")).to_have_text("Export ONNX", timeout=LONG)
+    expect(page.locator("#onnx-btn")).to_be_enabled()
+    expect(page.locator("#model-file-note")).to_contain_text("preprocessing")
     open_tab(page, "compare")
     page.locator("#compare-models input").click()
     page.get_by_role("option").first.click()
@@ -139,4 +152,5 @@ def test_no_accessibility_violation_of_the_app_own(visitor):
             page.locator("#builder").screenshot(path=str(SCREENS / "builder-table.png"))
         if tab == "evaluate":
             page.screenshot(path=str(SCREENS / "evaluate-desktop.png"), full_page=True)
-        assert app_violations(page) == [], tab
+        violations = app_violations(page)
+        assert violations == [], (tab, violations)

@@ -48,7 +48,7 @@ from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
-CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
+CSS = """#status h2, #model-card h2, #eval-summary h2 { margin: 0 0 .3em 0; font-size: var(--text-xl); }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
 .curve-plots { display: flex; flex-wrap: wrap; gap: 8px; }
 .curve-plot { flex: 1 1 300px; min-width: 0; max-width: 560px; font-size: 13px; fill: var(--body-text-color); }

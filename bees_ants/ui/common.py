@@ -53,12 +53,12 @@ def click_busy(button: gr.Button, busy_label: str, fn, inputs, outputs, together
     is fn's alone, with its own inputs and outputs: the steps around it are private, so API and MCP
     clients see what they always saw."""
     buttons = [button, *together]
-    labels = [b.value for b in buttons]
+    labels = {b: b.value for b in buttons}
     quick = dict(queue=False, show_progress="hidden", api_visibility="private")
-    button.click(lambda: [gr.Button(busy_label, interactive=False)] + [gr.Button(interactive=False)] * len(together),
+    button.click(lambda: {b: gr.Button(busy_label if b is button else labels[b], interactive=False) for b in buttons},
                  None, buttons, **quick).then(
         fn, inputs, outputs, **event).then(
-        lambda: [gr.Button(label, interactive=True) for label in labels], None, buttons, **quick)
+        lambda: {b: gr.Button(labels[b], interactive=True) for b in buttons}, None, buttons, **quick)
 
 
 class Visitors:

@@ -45,7 +45,9 @@ class PredictTab:
                     self.explained = gr.Gallery(label=EXPLAINED_LABEL, columns=4, height="auto", object_fit="contain",
                                                 visible=False, elem_id="explained")
                     val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
-                                           interactive=False, show_label=False, visible=False, elem_id="val-samples")
+                                           interactive=False, show_label=False, visible=False,
+                                           alt_text="Random val images with the model's predicted and true classes",
+                                           elem_id="val-samples")
             LiveView(settings, visitors, models)
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
 

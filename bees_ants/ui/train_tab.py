@@ -206,7 +206,8 @@ class TrainTab:
                                           interactive=False, max_height=300, elem_id="history")
                 self.result = gr.Markdown(label="result", elem_id="result")
                 self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
-                                     visible=False, elem_id="val-grid")
+                                     visible=False, alt_text="Val images with the best model's predicted and true "
+                                     "classes (mistakes in red)", elem_id="val-grid")
             self.seen = gr.State(-1)
             # The checkpoint of the visitor's latest run when it can resume: what the Resume button
             # sends. A hidden textbox rather than a State, so /resume takes a path from API clients too.

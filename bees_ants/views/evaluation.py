@@ -21,7 +21,7 @@ MISTAKES_SHOWN = 24
 def model_markdown(meta: dict) -> str:
     """A saved model in a few lines: backbone, mode, classes, best accuracy, data and settings."""
     hyper = meta.get("hyperparameters", {})
-    head = f"### {meta['arch']} · {mode_text(meta['mode'], hyper.get('frozen_epochs', '?'))}"
+    head = f"## {meta['arch']} · {mode_text(meta['mode'], hyper.get('frozen_epochs', '?'))}"
     lines = [f"**Classes:** {', '.join(meta['class_names'])}"]
     if "best" in meta:
         ran = len(meta.get("history", []))
@@ -113,7 +113,7 @@ def _correct(ev: Evaluation) -> int:
 
 def evaluation_markdown(ev: Evaluation, meta: dict) -> str:
     n, correct = len(ev.true), _correct(ev)
-    text = f"### {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
+    text = f"## {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
     if "best" in meta:
         text += f"\nRecorded when it was trained: {meta['best']['val_acc']:.1%} (epoch {meta['best']['epoch']})."
     text += ("\n\nPer class, *recall* is the share of its images classified right (the class's accuracy), "

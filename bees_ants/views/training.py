@@ -84,7 +84,7 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         setup = f"**{job.error}**\n\nChange the dataset or the starting weights and click **Train** again.\n\n{setup}"
     elif job.error:  # interrupted by a restart, or stopped at the GPU time limit
         setup = f"{job.error[0].upper()}{job.error[1:]}.\n\n{setup}"
-    return f"### {head}\n{setup}"
+    return f"## {head}\n{setup}"  # h2: the page title is the h1 (headings in order)
 
 
 def dataset_markdown(job: Job | None, max_skipped: int = 5) -> str:
