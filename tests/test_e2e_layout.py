@@ -35,6 +35,8 @@ GRADIO_OWNED = {
     "aria-prohibited-attr": [".empty"],  # aria-label on the empty-value placeholder div of a Label/Gallery
     # upload boxes' and gallery thumbnails' aria-label, which is not their visible text
     "label-content-name-mismatch": [".upload-container", ".boundedheight", 'aria-label="Thumbnail '],
+    # a File box holding files: its "add more" button (aria-label an untranslated "common.upload") in a button
+    "nested-interactive": ['aria-label="common.upload"'],
 }
 
 # Elements sticking out of the viewport, except those hidden by a box that scrolls or clips them.

@@ -71,7 +71,7 @@ def comparison_markdown(metas: list[dict]) -> str:
                       for m in metas])
     row("device", [m.get("device") or NOT_RECORDED for m in metas])
     row("status", [m.get("status", "completed") for m in metas])
-    header = "| | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
+    header = "| run | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
     text = "\n".join([header, "|---" * (len(metas) + 1) + "|", *rows])
     if len(metas) == 1:
         return text + "\n\nPick another model to compare with."
