@@ -64,7 +64,8 @@ CSS = """#status h2, #model-card h2, #eval-summary h2 { margin: 0 0 .3em 0; font
 :root { --block-info-text-color: #4b5563; --button-primary-background-fill: #c2410c;
         --button-primary-background-fill-hover: #9a3412; --button-cancel-background-fill: #b91c1c; }
 .dark { --block-info-text-color: #d1d5db; }
-.prose pre { white-space: pre-wrap !important; overflow-wrap: anywhere; overflow: visible !important; max-height: none !important; }  /* no box to scroll (a keyboard cannot) */
+.prose pre, .prose pre code { white-space: pre-wrap !important; overflow-wrap: anywhere; overflow: visible !important; max-height: none !important; }  /* no box to scroll (a keyboard cannot) */
+.prose :not(pre) > code { white-space: normal; overflow-wrap: anywhere; }  /* a long path wraps on a phone */
 .prose pre .token { color: inherit; }  /* the how-to snippets: the highlighter's pale strings fail it */
 .prose pre .token.comment { color: var(--block-info-text-color); }
 @media (max-width: 640px) {  /* a phone: tables and plots shrink to its width */
