@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_meta, side_file
-from .data import SPLITS, ensure_hymenoptera
+from .data import SPLITS, DatasetDownloadError, ensure_hymenoptera
 from .draft import Draft
 from .errors import UserError
 from .export import export_onnx, export_program
@@ -48,7 +48,17 @@ class DatasetChoice:
     download_to: str | None = None  # the tutorial's set: fetched into this data root on first use
 
     def download(self) -> None:
-        ensure_hymenoptera(self.download_to)
+        try:
+            ensure_hymenoptera(self.download_to)
+        except DatasetDownloadError:
+            _DOWNLOAD_FAILED.add(self.download_to)
+            raise
+
+
+# Data roots whose tutorial download failed in this process (offline, most likely): the list stops
+# offering a dead end. Remembered, not probed: a failed download is the one cheap, sure sign, and
+# a restart tries again.
+_DOWNLOAD_FAILED: set[str] = set()
 
 
 def is_prepared(folder: Path) -> bool:
@@ -81,8 +91,9 @@ def dataset_choices(settings: Settings, visitor: Visitor | None) -> list[Dataset
     choices = []
     if not is_prepared(tutorial):
         unique.remove(tutorial)
-        choices.append(DatasetChoice("ants/bees (the tutorial's data, downloaded on first use)",
-                                     str(tutorial), str(settings.data_root)))
+        if str(settings.data_root) not in _DOWNLOAD_FAILED or not unique:  # never an empty list
+            choices.append(DatasetChoice("ants/bees (the tutorial's data, downloaded on first use: needs internet)",
+                                         str(tutorial), str(settings.data_root)))
     names = [p.name for p in unique]
     for p in unique:
         label = f"{p.name} · {_class_list(p)}"
@@ -204,12 +215,16 @@ def find_backbone(settings: Settings, value: str) -> BackboneChoice:
 # -- checkpoints ---------------------------------------------------------------------------------
 
 def checkpoint_label(ckpt: Checkpoint | Listed) -> str:
+    """What the pickers show: enough to tell two runs apart (their dataset, and the second they
+    were made: two runs of one recipe on one set differ in nothing else)."""
     meta = ckpt.meta
     parts = [meta["arch"], meta["mode"]]
     if "best" in meta:
         parts.append(f"val {meta['best']['val_acc']:.1%}")
+    if meta.get("dataset", {}).get("root"):
+        parts.append(Path(meta["dataset"]["root"]).name)
     if "created" in meta:
-        parts.append(meta["created"][:16].replace("T", " "))
+        parts.append(meta["created"][:19].replace("T", " "))
     status = meta.get("status", "completed")
     # "running": still training, or a run that crashed and left its best-so-far weights
     suffix = {"completed": "", "running": " (unfinished run)"}.get(status, f" ({status})")

@@ -407,8 +407,9 @@ class JobManager:
                 self._update(job, status="running", classes=classes, counts=counts, skipped=skipped, storage=storage)
             elif kind == "progress":
                 _, stage, done, total = event
-                # Every open page redraws on a change: a few progress updates a second at most.
-                if time.monotonic() - shown_progress >= PROGRESS_INTERVAL or done == total:
+                # Every open page redraws on a change: a few progress updates a second at most,
+                # plus where a step starts (0) or ends, so a page always shows the step running.
+                if time.monotonic() - shown_progress >= PROGRESS_INTERVAL or done in (0, total):
                     shown_progress = time.monotonic()
                     self._update(job, progress=(stage, done, total))
             elif kind == "epoch":

@@ -196,7 +196,8 @@ class TrainingRun:
     dataset: Dataset | None = None  # pass a loaded one to skip the scan (the app shows it first)
     cancel: ShouldStop = field(default_factory=threading.Event)  # an Event never set: no early stop
     # on_progress(stage, done, total) during long steps within an epoch, at most once per batch:
-    # "decoding images", "caching train features", "caching val features" (images), "training" (batches)
+    # "decoding images", "caching train features", "caching val features" (images), "training" (batches,
+    # from 0 when the epoch starts), "validating" (0 of the val images, when validation starts)
     on_progress: Callable[[str, int, int], None] | None = None
     # results, filled in while iterating
     history: list[EpochRecord] = field(default_factory=list)
@@ -339,6 +340,7 @@ class TrainingRun:
         n = len(self.train_split)
         steps = len(batch_slices(n, self.config.batch_size))
         loss_sum, correct = 0.0, 0
+        self._progress("training", 0, steps)  # a one-batch epoch would otherwise show nothing new until it ends
         for step, (x, y) in enumerate(self._train_batches(epoch), 1):
             self._check_cancel()
             batch_loss, batch_correct = self._fit_batch(x, y)
@@ -398,6 +400,7 @@ class TrainingRun:
 
     def _validate(self) -> tuple[float, float]:
         self.model.eval()
+        self._progress("validating", 0, len(self.val_split))
         if self.frozen is None or not self.cache.val:
             return self._evaluate(self.model, self._val_batches())
         if self.val_cache is None:

@@ -107,7 +107,7 @@ def test_train_streams_per_epoch_updates_until_done(first_run):
 def test_finished_run_refreshes_the_model_pickers_of_the_other_tabs(server, first_run, first_model):
     client, _ = server
     final = first_run[-1]
-    assert final["eval-model"]["value"] == first_model and first_model in final["result"]
+    assert final["eval-model"]["value"] == first_model and Path(first_model).name in final["result"]
     assert final["model"]["choices"][0] == [catalog.checkpoint_label(load_checkpoint(first_model)), first_model]
     assert all(out["model"] == {"__type__": "update"} for out in first_run[:-1])  # untouched while it trains
     picker, note, eval_picker = client.predict(api_name="/models")  # as README shows it

@@ -75,6 +75,13 @@ def test_names_from_metadata_are_escaped_in_the_drawing():
 
 # -- the page's timer ------------------------------------------------------------------------------
 
+def ticked(tab, seen: int):
+    """What one tick of the page's timer sends: its updates merged (a finished job's val grid comes
+    in a second update, after the rest), or its one update as it is (gr.skip())."""
+    parts = list(tab.tick(seen, None, None))
+    return parts[0] if len(parts) == 1 else {k: v for part in parts for k, v in part.items()}
+
+
 @pytest.fixture
 def tab(tmp_path):
     app = ui.build_app(app_settings(tmp_path))
@@ -83,22 +90,24 @@ def tab(tmp_path):
 
 def test_an_idle_page_ticks_slowly_and_its_ticks_draw_nothing(tab):
     tab.jobs = FixedJob(None)
-    first = tab.tick(-1, None, None)  # a new page: draws "no training yet" once, then slows down
+    first = ticked(tab, -1)  # a new page: draws "no training yet" once, then slows down
     assert "No training yet" in first[tab.status] and first[tab.timer].value == IDLE_TICK_S
     for _ in range(50):
-        assert tab.tick(first[tab.seen], None, None) == gr.skip()
+        assert ticked(tab, first[tab.seen]) == gr.skip()
 
 
 def test_a_job_speeds_the_timer_up_and_its_end_slows_it_down(tab, tmp_path):
     job = Job(id=1, owner="v", config=TrainConfig(data_dir=str(tmp_path)), device="cpu", submitted=0.0,
               status="queued", version=3)
     tab.jobs = FixedJob(job)
-    drawn = tab.tick(0, None, None)  # another tab of this browser started it: seen within IDLE_TICK_S
+    drawn = ticked(tab, 0)  # another tab of this browser started it: seen within IDLE_TICK_S
     assert drawn[tab.timer].value == ACTIVE_TICK_S and drawn[tab.seen] == 3
-    assert set(tab.tick(3, None, None)) == {tab.status}  # the clock moved: the status line alone
+    assert set(ticked(tab, 3)) == {tab.status}  # the clock moved: the status line alone
     job.status, job.version = "cancelled", 4
-    done = tab.tick(3, None, None)
+    done = ticked(tab, 3)
     assert "Cancelled before it started" in done[tab.status] and done[tab.timer].value == IDLE_TICK_S
+    first, grid = tab.tick(3, None, None)  # the status first; the val grid (seconds to draw) after it
+    assert tab.grid not in first and "Cancelled" in first[tab.status] and set(grid) == {tab.grid}
 
 
 def test_the_train_button_starts_the_fast_timer_and_a_refusal_does_not(tab, tmp_path):

@@ -90,6 +90,8 @@ def test_offline_first_run_through_the_app(offline, tmp_path):
         assert "Training failed" in final["status"]
         assert all(way in final["status"] for way in APP_WAYS), final["status"]
         assert "--data-dir" not in final["status"] and "--backbone-weights" not in final["status"]
+        # A failed download marks the tutorial's set unavailable: the list stops offering a dead end.
+        assert tutorial not in [c.path for c in catalog.dataset_choices(settings, None)]
 
         typed = _outputs(client, "train", client.predict(**{**args, "dataset": "/home/me/photos"},
                                                          api_name="/train"))
@@ -115,6 +117,13 @@ def test_only_the_timer_draws_the_job_view_on_a_page(tmp_path):
             assert components[target]["props"]["visible"] is False
 
 
+def ticked(tab, seen: int):
+    """What one tick of the page's timer sends: its updates merged (a finished job's val grid comes
+    in a second update, after the rest), or its one update as it is (gr.skip())."""
+    parts = list(tab.tick(seen, None, None))
+    return parts[0] if len(parts) == 1 else {k: v for part in parts for k, v in part.items()}
+
+
 def test_a_tick_draws_a_changed_job_and_otherwise_only_the_clock(tmp_path):
     from bees_ants.jobs import Job
     settings = app_settings(tmp_path)
@@ -123,8 +132,8 @@ def test_a_tick_draws_a_changed_job_and_otherwise_only_the_clock(tmp_path):
     job = Job(id=1, owner="v", config=TrainConfig(data_dir=str(settings.dataset_dirs[0])), device="cpu",
               submitted=0.0, status="running", version=7, started=0.0)
     tab.jobs = FixedJob(job)
-    drawn = tab.tick(-1, None, None)
+    drawn = ticked(tab, -1)
     assert drawn[tab.seen] == 7 and tab.curves in drawn
-    assert set(tab.tick(7, None, None)) == {tab.status}  # same version: the elapsed time only
+    assert set(ticked(tab, 7)) == {tab.status}  # same version: the elapsed time only
     job.version = 9
-    assert tab.tick(7, None, None)[tab.seen] == 9
+    assert ticked(tab, 7)[tab.seen] == 9

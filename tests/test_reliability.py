@@ -164,7 +164,7 @@ def test_status_answers_at_once_with_the_callers_job(shared_model_server):
         client.predict(api_name="/cancel")
         for _ in run:  # to its end
             pass
-    assert client.predict(api_name="/status")[0].startswith("### ■ Cancelled")
+    assert client.predict(api_name="/status")[0].startswith("## ■ Cancelled")
 
 
 # -- memory ----------------------------------------------------------------------------------------

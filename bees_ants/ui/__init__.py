@@ -52,7 +52,7 @@ from .train_tab import TrainTab
 TITLE = "Ants vs bees · transfer learning"
 GRADIO_CACHE_SECONDS = 6 * 3600  # long enough to come back to a page's uploads; a zip is imported at once
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
-CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
+CSS = """#status h2, #model-card h2, #eval-summary h2 { margin: 0 0 .3em 0; font-size: var(--text-xl); }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
 .curve-plots { display: flex; flex-wrap: wrap; gap: 8px; }
 .curve-plot { flex: 1 1 300px; min-width: 0; max-width: 560px; font-size: 13px; fill: var(--body-text-color); }
@@ -62,7 +62,19 @@ CSS = """#status h3, #model-card h3, #eval-summary h3 { margin: 0 0 .3em 0; }
 .curve-plot .note { fill: var(--body-text-color-subdued); }
 .curve-plot .best { font-size: 18px; fill: #e8772e; stroke: var(--body-text-color); stroke-width: .6; }
 .curve-legend { display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 13px; margin: 2px 0 0 46px; }
-.curve-legend i { display: inline-block; width: 14px; height: 3px; margin: 0 6px 3px 0; vertical-align: middle; }"""
+.curve-legend i { display: inline-block; width: 14px; height: 3px; margin: 0 6px 3px 0; vertical-align: middle; }
+#draft-table th, #draft-table td { word-break: normal; overflow-wrap: normal; white-space: nowrap; }
+/* Contrast (WCAG AA, 4.5:1) of the app's own text: the settings' explanations and the coloured buttons. */
+:root { --block-info-text-color: #4b5563; --button-primary-background-fill: #c2410c;
+        --button-primary-background-fill-hover: #9a3412; --button-cancel-background-fill: #b91c1c; }
+.dark { --block-info-text-color: #d1d5db; }
+.prose pre, .prose pre code { white-space: pre-wrap !important; overflow-wrap: anywhere; overflow: visible !important; max-height: none !important; }  /* no box to scroll (a keyboard cannot) */
+.prose :not(pre) > code { white-space: normal; overflow-wrap: anywhere; }  /* a long path wraps on a phone */
+.prose pre .token { color: inherit; }  /* the how-to snippets: the highlighter's pale strings fail it */
+.prose pre .token.comment { color: var(--block-info-text-color); }
+@media (max-width: 640px) {  /* a phone: tables and plots shrink to its width */
+  #history table, #per-class table, #results table { font-size: 12px; }
+}"""
 
 
 def mcp_server_enabled(env=os.environ) -> bool:
@@ -97,7 +109,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         # The one link between tabs: Predict and Evaluate each show a model picker, and the Train
         # tab refreshes both when a run finishes, so its new checkpoint is picked there at once.
         models = ModelPickers(settings, visitors)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab's name stays in view
             train = TrainTab(settings, jobs, visitors, models)
             PredictTab(settings, visitors, models, housekeeper)
             EvaluateTab(settings, visitors, models, jobs, housekeeper)

@@ -76,6 +76,20 @@ def untrusted_image(**options) -> gr.Image:
 
     box.preprocess = preprocess
     return box
+def click_busy(button: gr.Button, busy_label: str, fn, inputs, outputs, together: tuple[gr.Button, ...] = (),
+               **event) -> None:
+    """`button.click(fn, inputs, outputs, **event)` for work that takes seconds: at the click the
+    button says `busy_label` and, with the buttons `together` (those writing the same outputs), cannot
+    be pressed; all come back when fn is done, or has failed. The named endpoint (event's api_name)
+    is fn's alone, with its own inputs and outputs: the steps around it are private, so API and MCP
+    clients see what they always saw."""
+    buttons = [button, *together]
+    labels = {b: b.value for b in buttons}
+    quick = dict(queue=False, show_progress="hidden", api_visibility="private")
+    button.click(lambda: {b: gr.Button(busy_label if b is button else labels[b], interactive=False) for b in buttons},
+                 None, buttons, **quick).then(
+        fn, inputs, outputs, **event).then(
+        lambda: {b: gr.Button(labels[b], interactive=True) for b in buttons}, None, buttons, **quick)
 
 
 class Visitors:
@@ -153,14 +167,20 @@ class ModelPickers:
                 self.evaluate: gr.Dropdown(choices=choices, value=newest)}
 
 
-def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
-    """The model's Predictor, or a UserError saying what to do instead."""
+def checked_model(settings: Settings, visitor: Visitor, model: str) -> str:
+    """The checkpoint `model` if the visitor may use it, or a UserError saying what to do instead:
+    with an empty list, "choose a model from the list" would be a dead end."""
     try:
-        return catalog.load_predictor(catalog.check_checkpoint(settings, visitor, model))
+        return catalog.check_checkpoint(settings, visitor, model)
     except UserError:
         if catalog.checkpoint_choices(settings, visitor):
             raise
         raise UserError(NO_MODEL) from None
+
+
+def predictor_for(settings: Settings, visitor: Visitor, model: str) -> Predictor:
+    """The model's Predictor, or a UserError saying what to do instead."""
+    return catalog.load_predictor(checked_model(settings, visitor, model))
 
 
 def val_root(predictor: Predictor) -> str:

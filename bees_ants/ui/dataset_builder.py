@@ -3,6 +3,10 @@ the clipboard, per-class counts and the split to come, then Create dataset. draf
 catalog.draft says whose draft it is."""
 from __future__ import annotations
 
+import tempfile
+import time
+from pathlib import Path
+
 import gradio as gr
 
 from .. import catalog
@@ -10,10 +14,16 @@ from ..catalog import Settings
 from ..draft import Draft
 from ..errors import UserError
 from ..views.common import thumbnail
-from ..views.datasets import BUILDER_HELP, added_markdown, draft_markdown, import_markdown
-from .common import Visitors, gallery_files, untrusted_image
+from ..views.datasets import BUILDER_HELP, SNAPSHOT_HELP, added_markdown, draft_markdown, import_markdown
+from .common import Visitors, click_busy, gallery_files, untrusted_image
 
 SHOWN_IMAGES = 6  # the selected class's newest images
+# The builder's camera streams its frames while it records, and a snapshot or a burst takes the next
+# ones: the camera stays open between shots. A burst's frames are FRAME_EVERY seconds apart.
+FRAME_EVERY = 0.3
+CAMERA_TIME_LIMIT = 60  # seconds a stream holds its place; the page starts another by itself
+CAMERA_STREAMS = 8
+BURST_FRAMES = 10
 
 
 class DatasetBuilder:
@@ -32,8 +42,18 @@ class DatasetBuilder:
             self.cls = gr.Radio([], label="Class to add images to", elem_id="draft-class")
             self.files = gr.File(file_count="multiple", label="Image files for this class", height=140,
                                  elem_id="draft-files")
-            self.frame = untrusted_image(sources=["webcam", "clipboard", "upload"], height=240,
-                                        label="Webcam snapshot or pasted image for this class", elem_id="draft-frame")
+            with gr.Row(elem_id="draft-camera-row"):
+                self.camera = untrusted_image(sources=["webcam"], streaming=True, height=240,
+                                              label="Webcam (click Record once, then take shots)",
+                                              elem_id="draft-camera")
+                self.frame = untrusted_image(sources=["clipboard", "upload"], height=240,
+                                             label="Pasted or dropped image for this class", elem_id="draft-frame")
+            with gr.Row():
+                snap_btn = gr.Button("Snapshot", scale=1, min_width=100, elem_id="snap-btn")
+                burst_frames = gr.Number(BURST_FRAMES, label="Burst frames", precision=0, minimum=2, maximum=50,
+                                         scale=1, min_width=100, elem_id="burst-frames")
+                burst_btn = gr.Button("Burst", scale=1, min_width=100, elem_id="burst-btn")
+            gr.Markdown(SNAPSHOT_HELP.format(every=FRAME_EVERY), elem_id="snap-help")
             self.added = gr.Markdown(elem_id="draft-added")
             self.table = gr.Markdown(draft_markdown({}), elem_id="draft-table")
             self.gallery = gr.Gallery(label="Newest images of this class", columns=3, height="auto",
@@ -49,6 +69,7 @@ class DatasetBuilder:
                 create_btn = gr.Button("Create dataset", variant="primary", scale=1, min_width=100,
                                        elem_id="create-btn")
             self.created = gr.Markdown(elem_id="draft-created")
+            self.shots = gr.State(0)  # frames the camera's stream is still to add
 
         shown = [self.cls, self.table, self.gallery, self.added]
         accordion.expand(self.show, self.cls, shown, api_name="draft")
@@ -57,14 +78,22 @@ class DatasetBuilder:
               api_name="draft_add_class")
         self.files.upload(self.add_images, [self.cls, self.files], [*shown, self.files, self.frame],
                           api_name="draft_add_images")
-        # Each snapshot or paste is added at once and the box emptied for the next one; the
+        # Each paste or drop is added at once and the box emptied for the next one; the
         # emptying is a change too, and is ignored.
         self.frame.change(self.add_images, [self.cls, self.frame], [*shown, self.files, self.frame],
                           api_name="draft_add_frame", show_progress="hidden")
+        # The camera streams while it records; a shot (or burst) asks its next frames to be added.
+        snap_btn.click(self.take, None, [self.shots, self.added], api_visibility="private", queue=False,
+                       show_progress="hidden")
+        burst_btn.click(self.take, burst_frames, [self.shots, self.added], api_visibility="private", queue=False,
+                        show_progress="hidden")
+        self.camera.stream(self.shoot, [self.cls, self.camera, self.shots], [*shown, self.shots],
+                           stream_every=FRAME_EVERY, time_limit=CAMERA_TIME_LIMIT, concurrency_limit=CAMERA_STREAMS,
+                           concurrency_id="builder-camera", show_progress="hidden", api_visibility="private")
         gr.on([rename_btn.click, self.rename_to.submit], self.rename, [self.cls, self.rename_to],
               [*shown, self.rename_to], api_name="draft_rename")
         remove_btn.click(self.remove, self.cls, shown, api_name="draft_remove")
-        create_btn.click(self.create, name_in, [self.created, dataset], api_name="draft_create")
+        click_busy(create_btn, "Creating…", self.create, name_in, [self.created, dataset], api_name="draft_create")
 
     def draft(self, request: gr.Request, profile: gr.OAuthProfile | None) -> Draft:
         return catalog.draft(self.settings, self.visitors.of(request, profile))
@@ -109,6 +138,31 @@ class DatasetBuilder:
             added, skipped = draft.add_images(cls, files if isinstance(files, list) else [files])
             return cls, added_markdown(cls, added, skipped)
         return {**self.changed(request, profile, change, cls), self.files: None, self.frame: None}
+
+    def take(self, frames=1) -> dict:
+        """Snapshot (one frame) or Burst: the stream's next frames are added."""
+        try:
+            frames = max(1, min(50, int(frames)))
+        except (TypeError, ValueError):
+            frames = BURST_FRAMES
+        return {self.shots: frames, self.added: f"Taking {frames} frame(s)… (is the webcam recording?)"}
+
+    def shoot(self, cls, frame, shots: int, request: gr.Request, profile: gr.OAuthProfile | None):
+        """A frame of the camera's stream: added to the class while shots are due, else ignored."""
+        if not shots or frame is None:
+            return gr.skip()
+        with tempfile.TemporaryDirectory(prefix="bees_ants-frame-") as folder:
+            # The frame as the browser sent it (in memory, or a file from an API client): the draft
+            # decodes it with its own checks.
+            path = Path(folder, f"webcam-{time.time_ns()}.png")
+            path.write_bytes(frame.getvalue() if hasattr(frame, "getvalue") else Path(frame).read_bytes())
+            def change(draft: Draft):
+                added, skipped = draft.add_images(cls, [path])
+                return cls, added_markdown(cls, added, skipped) + (f" {shots - 1} more to take…" if shots > 1 else "")
+            shown = self.changed(request, profile, change, cls)
+        # A refusal (no class picked, the draft full) ends the burst: the next frames would say the same.
+        refused = str(shown.get(self.added, "")).startswith("⚠")
+        return {**shown, self.shots: 0 if refused else shots - 1}
 
     def rename(self, cls, new, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         def change(draft: Draft):

@@ -14,7 +14,8 @@ from ..jobs import JobManager
 from ..views.evaluation import (PER_CLASS_COLUMNS, checkpoint_curves, evaluation_markdown, mistake_items,
                                 model_markdown, per_class_table, pushed_markdown, shown_mistakes, takeaway_markdown)
 from ..visitors import Visitor
-from .common import NO_MODEL, ModelPickers, Visitors, gallery_files, predictor_for, val_root
+from .common import (NO_MODEL, ModelPickers, Visitors, checked_model, click_busy, gallery_files, predictor_for,
+                     val_root)
 
 MISTAKES_LABEL = "Mistakes, worst first"
 MISTAKES_GRADCAM_LABEL = "Mistakes, worst first: where the model saw the class it chose (red)"
@@ -58,10 +59,11 @@ class EvaluateTab:
             with gr.Column(scale=2):
                 self.model_curves = gr.HTML(label="curves", visible=False, elem_id="model-curves")
                 self.summary = gr.Markdown(label="evaluation", elem_id="eval-summary")
-                with gr.Row():
-                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, elem_id="confusion")
-                    self.per_class = gr.Dataframe(headers=PER_CLASS_COLUMNS, label="Per class",
-                                                  interactive=False, visible=False, elem_id="per-class")
+                with gr.Row():  # side by side when both fit their whole width, else one above the other
+                    self.confusion = gr.Plot(label="confusion", show_label=False, visible=False, min_width=300,
+                                             elem_id="confusion")
+                    self.per_class = gr.Dataframe(headers=PER_CLASS_COLUMNS, label="Per class", interactive=False,
+                                                  visible=False, min_width=460, elem_id="per-class")
                 self.mistake_heatmaps = gr.Checkbox(label="Show where the model looked (Grad-CAM for the class it chose)",
                                                     visible=False, elem_id="mistakes-gradcam")
                 self.mistakes = gr.Gallery(label=MISTAKES_LABEL, columns=3, object_fit="contain",
@@ -72,17 +74,21 @@ class EvaluateTab:
         takeaway = [self.model_file, self.model_file_note]
         shown = [self.model_card, self.model_curves, *evaluation, *takeaway]
         models.evaluate.change(self.show_model, models.evaluate, shown, api_name="model_info")
-        eval_btn.click(self.evaluate, models.evaluate, evaluation, api_name="evaluate", concurrency_id="inference")
+        click_busy(eval_btn, "Evaluating…", self.evaluate, models.evaluate, evaluation, api_name="evaluate",
+                   concurrency_id="inference")
         self.mistake_heatmaps.input(self.explain_mistakes, [self.mistake_heatmaps, self.evaluated], self.mistakes,
                                     api_name="explain_mistakes", concurrency_id="inference")
-        download_btn.click(self.download, models.evaluate, takeaway, api_name="download_checkpoint")
-        export_btn.click(self.export, models.evaluate, takeaway, api_name="export", concurrency_id="inference")
-        onnx_btn.click(self.export_onnx, models.evaluate, takeaway, api_name="export_onnx", concurrency_id="inference")
+        # The four write the same file box: while one works, none can be pressed.
+        takers = (download_btn, export_btn, onnx_btn, web_btn)
+        for button, busy, fn, api_name in ((download_btn, "Copying…", self.download, "download_checkpoint"),
+                                           (export_btn, "Exporting…", self.export, "export"),
+                                           (onnx_btn, "Exporting…", self.export_onnx, "export_onnx"),
+                                           (web_btn, "Exporting…", self.export_web_page, "export_web_page")):
+            click_busy(button, busy, fn, models.evaluate, takeaway, together=tuple(b for b in takers if b is not button),
+                       api_name=api_name, **({} if fn == self.download else {"concurrency_id": "inference"}))
+        click_busy(push_btn, "Pushing…", self.push, [models.evaluate, repo_id, token, private], self.pushed,
+                   api_name="push_to_hub", concurrency_id="inference")
         delete_btn.click(self.delete, models.evaluate, [self.deleted, *models.outputs], api_name="delete_model")
-        web_btn.click(self.export_web_page, models.evaluate, takeaway, api_name="export_web_page",
-                      concurrency_id="inference")
-        push_btn.click(self.push, [models.evaluate, repo_id, token, private], self.pushed, api_name="push_to_hub",
-                       concurrency_id="inference")
 
     def show_model(self, model: str, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         """The model's card and curves; what was shown for the previous model is cleared."""
@@ -149,7 +155,7 @@ class EvaluateTab:
         their own; evaluated on its val set first when that is here, for the card."""
         visitor = self.visitors.of(request, profile)
         try:
-            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            checkpoint = checked_model(self.settings, visitor, model)
             try:
                 predictor = predictor_for(self.settings, visitor, checkpoint)
                 evaluation = predictor.evaluate(val_root(predictor), "val")
@@ -176,10 +182,10 @@ class EvaluateTab:
     def takeaway(self, model: str, fetch, visitor: Visitor) -> dict:
         """`fetch(settings, visitor, checkpoint)`'s file to download, with how to use it."""
         try:
-            checkpoint = catalog.check_checkpoint(self.settings, visitor, model)
+            checkpoint = checked_model(self.settings, visitor, model)
             path = fetch(self.settings, visitor, checkpoint)
         except UserError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(str(e).replace("**", "")) from None  # a toast shows no markdown
         # Handed over as a copy: the weights folder itself is never served by URL.
         return {self.model_file: gr.File(self.housekeeper.download_copy(visitor, path), visible=True),
                 self.model_file_note: takeaway_markdown(path, load_checkpoint(checkpoint).meta)}

@@ -9,7 +9,8 @@ from ..figures import figure_image
 from ..housekeeping import Housekeeper
 from ..predict import val_sample_figure
 from ..views.predictions import explanation_items, gallery_items, predictions_table, problems_markdown
-from .common import VAL_GRID_IMAGES, ModelPickers, Visitors, gallery_files, image_file, predictor_for, val_root
+from .common import (VAL_GRID_IMAGES, ModelPickers, Visitors, click_busy, gallery_files, image_file, predictor_for,
+                     val_root)
 from .live import LiveView
 
 EXPLAINED_LABEL = "Where the model looks (Grad-CAM): red marks the evidence for its prediction"
@@ -45,19 +46,23 @@ class PredictTab:
                     self.explained = gr.Gallery(label=EXPLAINED_LABEL, columns=4, height="auto", object_fit="contain",
                                                 visible=False, elem_id="explained")
                     val_samples = gr.Image(label="Random val images: predicted vs true", type="filepath",
-                                           interactive=False, show_label=False, visible=False, elem_id="val-samples")
+                                           interactive=False, show_label=False, visible=False,
+                                           alt_text="Random val images with the model's predicted and true classes",
+                                           elem_id="val-samples")
             LiveView(settings, visitors, models, housekeeper)
             self.probabilities = gr.State([])  # per readable image, for the gallery's select event
 
         shown = [self.gallery, self.confidences, self.problems, self.results, self.probabilities]
+        # The progress shows on the upload box too: no second drop while the first is classified.
         files_in.change(self.predict, [models.predict, files_in], shown, api_name="predict",
-                        concurrency_id="inference")
+                        concurrency_id="inference", show_progress_on=[files_in, self.gallery])
         models.predict.input(self.predict, [models.predict, files_in], shown, api_visibility="private",
                              concurrency_id="inference")
         self.gallery.select(self.select, self.probabilities, self.confidences, api_visibility="private")
-        val_btn.click(self.random_val, models.predict, val_samples, api_name="random_val", concurrency_id="inference")
-        explain_btn.click(self.explain, [models.predict, files_in], self.explained, api_name="explain",
-                          concurrency_id="inference")
+        click_busy(val_btn, "Predicting…", self.random_val, models.predict, val_samples, api_name="random_val",
+                   concurrency_id="inference")
+        click_busy(explain_btn, "Explaining…", self.explain, [models.predict, files_in], self.explained,
+                   api_name="explain", concurrency_id="inference")
         # Heatmaps of other images or of another model would mislead: they go until asked for again.
         for changed in (files_in.change, models.predict.change):
             changed(self.hide_explanations, None, self.explained, api_visibility="private")

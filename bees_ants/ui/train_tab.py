@@ -217,8 +217,9 @@ class TrainTab:
             delete_btn = gr.Button("Delete the selected dataset (yours only)", size="sm",
                                    variant="stop", elem_id="delete-dataset-btn")
             self.deleted = gr.Markdown(label="deleted", elem_id="dataset-deleted")
+        # The progress shows on the upload box: checking a big zip takes seconds.
         upload.upload(self.import_dataset, upload, [self.import_info, self.thumbs, self.dataset],
-                      api_name="import_dataset")
+                      api_name="import_dataset", show_progress_on=[upload, self.import_info])
         delete_btn.click(self.delete_dataset, self.dataset, [self.deleted, self.dataset], api_name="delete_dataset")
         DatasetBuilder(self.settings, self.visitors, self.dataset, self.dataset_picker)
         return {"data_dir": self.dataset.value}
@@ -283,7 +284,8 @@ class TrainTab:
                                   interactive=False, max_height=300, elem_id="history")
         self.result = gr.Markdown(label="result", elem_id="result")
         self.grid = gr.Image(label="val_predictions", show_label=False, type="filepath", interactive=False,
-                             visible=False, elem_id="val-grid")
+                             visible=False, alt_text="Val images with the best model's predicted and true "
+                             "classes (mistakes in red)", elem_id="val-grid")
 
     # -- wiring: jobs ----------------------------------------------------------------------------
 
@@ -316,12 +318,13 @@ class TrainTab:
         # For API clients: the caller's job as it is now, at once.
         api.click(self.current, None, job_view, api_name="status", concurrency_limit=None, show_progress="hidden")
 
-    def job_view(self, job: Job | None, visitor: Visitor) -> dict:
-        """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers."""
+    def job_view(self, job: Job | None, visitor: Visitor, grid: bool = True) -> dict:
+        """Everything the Train tab shows of `job`; a finished job also refreshes the model pickers.
+        grid=False: all but the val predictions grid, which takes seconds to draw for a new run."""
         shown = {self.status: status_markdown(job), self.dataset_info: dataset_markdown(job),
                  self.curves: training_curves(job), self.table: history_table(job),
-                 self.result: result_markdown(job), self.grid: val_grid(job),
-                 self.seen: job.version if job else 0}
+                 self.result: result_markdown(job), self.seen: job.version if job else 0,
+                 **({self.grid: val_grid(job)} if grid else {})}
         resumable = job is not None and not job.active and job.checkpoint_path and resume_path(job.checkpoint_path).is_file()
         shown.update({self.resume_btn: gr.Button(visible=bool(resumable)),
                       self.resumable: job.checkpoint_path if resumable else ""})
@@ -418,10 +421,15 @@ class TrainTab:
         job = self.jobs.latest(visitor.key)
         if (job.version if job else 0) != seen:
             active = job is not None and job.active
-            return {**self.job_view(job, visitor), self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
-        if job is not None and job.active:  # only the clock moved: redraw just the status line
-            return {self.status: status_markdown(job)}
-        return gr.skip()
+            # "Finished" shows at once; the val predictions grid follows when drawn (seconds, once a run).
+            yield {**self.job_view(job, visitor, grid=active),
+                   self.timer: gr.Timer(ACTIVE_TICK_S if active else IDLE_TICK_S)}
+            if not active:
+                yield {self.grid: val_grid(job)}
+        elif job is not None and job.active:  # only the clock moved: redraw just the status line
+            yield {self.status: status_markdown(job)}
+        else:
+            yield gr.skip()
 
     def current(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         visitor = self.visitors.of(request, profile)

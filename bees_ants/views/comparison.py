@@ -39,7 +39,7 @@ def _hyper_value(key: str, value) -> str:
 def comparison_markdown(metas: list[dict]) -> str:
     """One column per run: what it trained (backbone, mode, data and its content hash), how
     (the hyperparameters that differ; those that do not, below the table) and what came out
-    (best val accuracy, its epoch, wall time, device). Rows that differ between runs are in bold."""
+    (best val accuracy, its epoch, time in epochs, device). Rows that differ between runs are in bold."""
     if not metas:
         return "Pick two or more of your models to compare them."
     rows = []
@@ -67,14 +67,15 @@ def comparison_markdown(metas: list[dict]) -> str:
     row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
     row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
                           for m in metas])
-    row("wall time", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
+    row("time in epochs", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
                       for m in metas])
     row("device", [m.get("device") or NOT_RECORDED for m in metas])
     row("status", [m.get("status", "completed") for m in metas])
-    header = "| | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
+    header = "| run | " + " | ".join(f"**{run_name(i, m)}**" for i, m in enumerate(metas, 1)) + " |"
     text = "\n".join([header, "|---" * (len(metas) + 1) + "|", *rows])
     if len(metas) == 1:
         return text + "\n\nPick another model to compare with."
     if same:
         text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
-    return text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
+    return text + ("\n\nIn **bold**: what differs. Time in epochs: the epochs' own times added up; the "
+                   "Train tab's \"Finished in\" also counts loading the images before the first epoch.")

@@ -35,6 +35,10 @@ BUILDER_HELP = (f"Name a class and **Add class**, pick it, then add its images: 
                 f"{1 - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%} into train/val (seeded) into a new dataset of your own. "
                 f"Up to {MAX_CLASSES} classes and {MAX_IMAGES:,} images; needs 2 classes of 2 images or more.")
 
+SNAPSHOT_HELP = ("**Snapshot** adds the camera's next frame to the selected class; **Burst** adds that many, "
+                 "{every:g} s apart. A frame identical to one the class already has is refused as a duplicate "
+                 "(a still camera can give the same frame twice).")
+
 
 def draft_markdown(preview: dict[str, tuple[int, int]]) -> str:
     """The draft's classes, their images and the train/val split that Create dataset will make."""

@@ -21,7 +21,7 @@ MISTAKES_SHOWN = 24
 def model_markdown(meta: dict) -> str:
     """A saved model in a few lines: backbone, mode, classes, best accuracy, data and settings."""
     hyper = meta.get("hyperparameters", {})
-    head = f"### {meta['arch']} · {mode_text(meta['mode'], hyper.get('frozen_epochs', '?'))}"
+    head = f"## {meta['arch']} · {mode_text(meta['mode'], hyper.get('frozen_epochs', '?'))}"
     lines = [f"**Classes:** {', '.join(meta['class_names'])}"]
     if "best" in meta:
         ran = len(meta.get("history", []))
@@ -76,13 +76,16 @@ probs = program.module()(crops)
 ONNX_HOWTO = """**`{name}`** is an ONNX model: it runs with onnxruntime alone (no torch, no project), in
 Python, C++, C#, Java, JavaScript (onnxruntime-web) or on a phone. Input `crops`: uint8 RGB,
 (N, 3, {crop}, {crop}), the shorter side resized to {resize}, then center-cropped. Output
-`probabilities` of {classes}, (N, {n}). Class names and recipe are in its metadata:
+`probabilities` of {classes}, (N, {n}). Its metadata holds `class_names` and `preprocessing`
+(`resize_size`, `crop_size`, `interpolation`):
 
 ```python
 import json, onnxruntime as ort
 s = ort.InferenceSession("{name}")
 info = json.loads(s.get_modelmeta()
     .custom_metadata_map["bees_ants.json"])
+classes = info["class_names"]
+prep = info["preprocessing"]  # resize {resize}, crop {crop}
 probs = s.run(None, {{"crops": crops}})[0]
 ```"""
 
@@ -120,7 +123,7 @@ def _correct(ev: Evaluation) -> int:
 
 def evaluation_markdown(ev: Evaluation, meta: dict) -> str:
     n, correct = len(ev.true), _correct(ev)
-    text = f"### {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
+    text = f"## {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
     if "best" in meta:
         text += f"\nRecorded when it was trained: {meta['best']['val_acc']:.1%} (epoch {meta['best']['epoch']})."
     text += ("\n\nPer class, *recall* is the share of its images classified right (the class's accuracy), "

@@ -24,6 +24,10 @@ def progress_text(job: Job) -> str:
     if job.progress is None:
         return ""
     stage, done, total = job.progress
+    if stage == "training":  # done: batches finished, so the one running is the next
+        return f" · training: batch {min(done + 1, total)} of {total}"
+    if stage == "validating":
+        return f" · validating on {total} images"
     return f" · {stage} {done}/{total}"
 
 
@@ -49,6 +53,8 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         head = f"Cancelling: stops after the current batch… (epoch {done} of {cfg.epochs} done)"
     elif job.status == "running" and not done:
         head = f"Training: epoch 1 of {cfg.epochs} running · elapsed {elapsed}{progress_text(job)}"
+    elif job.status == "running" and done == cfg.epochs:
+        head = f"Finishing: all {done} epochs done · elapsed {elapsed} · saving the model… · {_best(job)}"
     elif job.status == "running":
         head = (f"Training: epoch {done} of {cfg.epochs} done · elapsed {elapsed} · "
                 f"ETA {duration(job.eta())} · {_best(job)}{progress_text(job)}")
@@ -79,7 +85,7 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         setup = f"**{job.error}**\n\n{advice}\n\n{setup}"
     elif job.error:  # interrupted by a restart, or stopped at the GPU time limit
         setup = f"{job.error[0].upper()}{job.error[1:]}.\n\n{setup}"
-    return f"### {head}\n{setup}"
+    return f"## {head}\n{setup}"  # h2: the page title is the h1 (headings in order)
 
 
 def dataset_markdown(job: Job | None, max_skipped: int = 5) -> str:
@@ -122,7 +128,7 @@ def result_markdown(job: Job | None) -> str:
         return "No checkpoint was written: the run stopped before its first epoch finished."
     best = job.history[-1]
     text = (f"**Best val accuracy {best.best_val_acc:.1%}** (epoch {best.best_epoch} of {len(job.history)} run). "
-            f"Checkpoint: `{job.checkpoint_path}` — pick it in the **Predict** or **Evaluate & export** tab.")
+            f"Checkpoint: `{Path(job.checkpoint_path).name}` — pick it in the **Predict** or **Evaluate & export** tab.")
     if Path(job.config.data_dir, "val").is_dir():  # the grid below needs the val images
         text += "\n\n**Val predictions of the best model** (predicted vs true, mistakes in red):"
     return text
