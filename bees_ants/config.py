@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from .errors import UserError
 from .settings import DEFAULT_WEIGHTS_DIR
+from .stats import STOP_METRICS
 
 ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
 DEFAULT_ARCH = "resnet18"
@@ -47,7 +48,11 @@ class TrainConfig:
     # finetune/progressive: train only the last `train_blocks` blocks (models.blocks) and the head;
     # the frozen blocks before them run once per cached view (0: every block trains)
     train_blocks: int = 0
-    patience: int = 0  # stop after this many epochs without a lower val loss (0: never stop early)
+    patience: int = 0  # stop after this many epochs without a better `stop_metric` (0: never stop early)
+    stop_metric: str = "val_acc"  # what patience and the best checkpoint watch (stats.STOP_METRICS)
+    # BatchNorm layers that train keep their ImageNet statistics (eval mode; their scale and shift
+    # still learn): on small sets a batch's statistics are noisy and drag the pretrained ones away.
+    freeze_bn: bool = False
     seed: int = 0
     # RAM a run may fill with decoded images and cached activations; None: data.memory_budget_bytes
     # (BEES_ANTS_MEMORY_BUDGET_MB, else half of the memory available when the run starts).
@@ -60,7 +65,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not '{self.mode}'")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("stop_metric", STOP_METRICS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, not '{getattr(self, name)}'")
         for name in ("epochs", "batch_size", "step_size", "feature_views", "frozen_epochs"):
