@@ -163,7 +163,7 @@ def cmd_train(args) -> int:
     print(f"training {config.arch} ({config.mode}{blocks}) for {config.epochs} epochs, batch {config.batch_size}, "
           f"{config.optimizer} lr {config.lr} (backbone x{config.backbone_lr_scale}, {config.lr_schedule}), "
           f"weights {config.backbone_weights or 'random init'}{weights_note}; data {config.data_dir}"
-          + (f"; early stop after {config.patience} epochs without a better {STOP_METRIC_TEXT[config.stop_metric]}"
+          + (f"; early stop: patience {config.patience} on {STOP_METRIC_TEXT[config.stop_metric]}"
              if config.patience else "")
           + ("; BatchNorm statistics frozen" if config.freeze_bn and config.mode != "fixed" else "")
           + (f"; resuming {config.resume_from}" if config.resume_from else ""), flush=True)

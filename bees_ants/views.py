@@ -24,6 +24,7 @@ from .draft import MAX_CLASSES, MAX_IMAGES
 from .importer import MAX_FILES, VAL_FRACTION, ImportReport
 from .jobs import Job
 from .predict import Evaluation, Explanation, Prediction
+from .stats import interval_text, wilson_interval, within_interval
 from .train import EpochRecord
 
 MODE_LABELS = {"finetune": "fine-tune the whole network", "fixed": "fixed feature extractor",
@@ -395,6 +396,17 @@ def thumbnail_items(report: ImportReport) -> list[tuple[Image.Image, str]]:
 
 # -- saved models ---------------------------------------------------------------------------------
 
+def val_images(meta: dict) -> int:
+    """How many val images a checkpoint's accuracy was measured on (0: not recorded)."""
+    return sum(meta.get("dataset", {}).get("counts", {}).get("val", {}).values())
+
+
+def _interval(meta: dict) -> str:
+    """ " (95% CI 91.0–97.4%, 153 images)" for a checkpoint's best val accuracy, "" if unknown."""
+    n = val_images(meta)
+    return f" ({interval_text(meta['best']['val_acc'], n)})" if n and "best" in meta else ""
+
+
 def model_markdown(meta: dict) -> str:
     """A saved model in a few lines: backbone, mode, classes, best accuracy, data and settings."""
     hyper = meta.get("hyperparameters", {})
@@ -402,8 +414,8 @@ def model_markdown(meta: dict) -> str:
     lines = [f"**Classes:** {', '.join(meta['class_names'])}"]
     if "best" in meta:
         ran = len(meta.get("history", []))
-        lines.append(f"**Best val accuracy {meta['best']['val_acc']:.1%}** (epoch {meta['best']['epoch']} of {ran} "
-                     f"run) · {meta.get('status', 'completed')}")
+        lines.append(f"**Best val accuracy {meta['best']['val_acc']:.1%}**{_interval(meta)} (epoch {meta['best']['epoch']} "
+                     f"of {ran} run) · {meta.get('status', 'completed')}")
     dataset = meta.get("dataset", {})
     if dataset:
         sizes = " · ".join(f"{split} {sum(c.values())}" for split, c in dataset.get("counts", {}).items())
@@ -531,6 +543,7 @@ def comparison_markdown(metas: list[dict]) -> str:
         if key not in same or len(metas) == 1:
             row(key, values)
     row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
+    row("95% interval", [_interval_cell(m) for m in metas])
     row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
                           for m in metas])
     row("wall time", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
@@ -543,7 +556,31 @@ def comparison_markdown(metas: list[dict]) -> str:
         return text + "\n\nPick another model to compare with."
     if same:
         text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
-    return text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
+    return (text + "\n\nIn **bold**: what differs. Wall time is the sum of the epochs' times."
+            + _indistinct(metas))
+
+
+def _interval_cell(meta: dict) -> str:
+    if "best" not in meta or not val_images(meta):
+        return NOT_RECORDED
+    lo, hi = wilson_interval(meta["best"]["val_acc"], val_images(meta))
+    return f"{lo:.1%}–{hi:.1%} ({val_images(meta)} images)"
+
+
+def _indistinct(metas: list[dict]) -> str:
+    """Which runs' best val accuracy lies inside the 95% interval of the best run's: a difference
+    that small is within what chance gives on a val set of that size, so it ranks nothing."""
+    scored = [(i, m) for i, m in enumerate(metas, 1) if "best" in m and val_images(m)]
+    if len(scored) < 2:
+        return ""
+    top_i, top = max(scored, key=lambda im: im[1]["best"]["val_acc"])
+    close = [run_name(i, m) for i, m in scored
+             if i != top_i and within_interval(top["best"]["val_acc"], val_images(top), m["best"]["val_acc"])]
+    if not close:
+        return ""
+    return (f"\n\n**Inside the interval:** the best val accuracy of {', '.join(close)} lies within the 95% interval "
+            f"of {run_name(top_i, top)}'s ({interval_text(top['best']['val_acc'], val_images(top))}): "
+            "the val set is too small to tell these runs apart.")
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -554,7 +591,10 @@ def _correct(ev: Evaluation) -> int:
 
 def evaluation_markdown(ev: Evaluation, meta: dict) -> str:
     n, correct = len(ev.true), _correct(ev)
-    text = f"### {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
+    lo, hi = wilson_interval(ev.accuracy, n)
+    text = (f"### {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}\n"
+            f"95% confidence interval {lo:.1%}–{hi:.1%} (Wilson, from the {n} images: the accuracy on new images "
+            "like these plausibly lies there).")
     if "best" in meta:
         text += f"\nRecorded when it was trained: {meta['best']['val_acc']:.1%} (epoch {meta['best']['epoch']})."
     text += ("\n\nPer class, *recall* is the share of its images classified right (the class's accuracy), "

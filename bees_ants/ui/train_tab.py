@@ -19,6 +19,7 @@ from ..importer import import_zip
 from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
+from ..stats import STOP_METRIC_TEXT, STOP_METRICS
 from ..train import resume_config, resume_path
 from ..visitors import Visitor
 from ..zerogpu import max_gpu_seconds, on_zero_gpu
@@ -181,8 +182,12 @@ class TrainTab:
                         optimizer_in = gr.Radio([("SGD", "sgd"), ("AdamW", "adamw")], value=DEFAULTS.optimizer,
                                                 label="Optimizer", elem_id="optimizer")
                         patience_in = gr.Number(for_mode(DEFAULTS, mode_in.value).patience, label="Patience (0: off)",
-                                                info="early stopping: epochs without a lower val loss",
+                                                info="early stopping: epochs without a better val score",
                                                 precision=0, minimum=0, maximum=1000, elem_id="patience")
+                        # cv branch: one more field, added plainly (the form's list of fields is being restructured)
+                        stop_metric_in = gr.Radio([(STOP_METRIC_TEXT[m], m) for m in STOP_METRICS],
+                                                  value=DEFAULTS.stop_metric, label="Patience and best model watch",
+                                                  elem_id="stop-metric")
                     blocks_in = gr.Number(DEFAULTS.train_blocks, label="Train only the last blocks (0: all)",
                                           info="fine-tune/progressive: the blocks before them are frozen and run "
                                                "once per cached view, several times faster", precision=0, minimum=0,
@@ -219,7 +224,7 @@ class TrainTab:
         mode_in.input(None, mode_in, [lr_in, patience_in], js=f"(mode) => ({json.dumps(defaults)})[mode]",
                       api_visibility="private")
         settings_in = [self.dataset, arch_in, mode_in, backbone_in, epochs_in, lr_in, momentum_in, batch_in, step_in,
-                       gamma_in, frozen_in, optimizer_in, blocks_in, patience_in]
+                       gamma_in, frozen_in, optimizer_in, blocks_in, patience_in, stop_metric_in]
         # One writer of the job view per page: the timer. Its renders must not race another
         # handler's: Gradio applies outputs in the order handlers finish, so a stream that drew
         # epoch 24 could be overwritten by a tick that started earlier with epoch 15.
@@ -258,19 +263,20 @@ class TrainTab:
         return shown
 
     def start(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
+              optimizer, train_blocks, patience, stop_metric="val_acc", request: gr.Request = None,
+              profile: gr.OAuthProfile | None = None):
         """The page's Train button: start the job and answer with a notice; the timer draws it.
         On ZeroGPU the run belongs to this request, so it is held open until the run ends."""
         visitor = self.visitors.of(request, profile)
         job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
+                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience, stop_metric)
         yield {self.notice: notice, **({self.timer: gr.Timer(ACTIVE_TICK_S)} if job is not None else {})}
         if job is not None and self.jobs.request_bound:
             for _ in self.held(visitor, job):
                 yield {}  # nothing to draw: the timer does
 
     def submit(self, visitor: Visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size,
-               gamma, frozen_epochs, optimizer, train_blocks, patience) -> tuple[Job | None, str]:
+               gamma, frozen_epochs, optimizer, train_blocks, patience, stop_metric="val_acc") -> tuple[Job | None, str]:
         """(the job, "") or (None, why it was not started)."""
         try:
             if None in (epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs, train_blocks, patience):
@@ -283,6 +289,7 @@ class TrainTab:
                                gamma=_number(float, gamma), frozen_epochs=_number(int, frozen_epochs),
                                optimizer=catalog.check_choice(optimizer, OPTIMIZERS, "optimizer"),
                                train_blocks=_number(int, train_blocks), patience=_number(int, patience),
+                               stop_metric=catalog.check_choice(stop_metric or "val_acc", STOP_METRICS, "stop metric"),
                                backbone_weights=catalog.find_backbone(self.settings, backbone).weights,
                                out_dir=str(catalog.checkpoint_folder(self.settings, visitor)))
             # The form's settings; the pretrained layers' share of the rate is the mode's (config.MODE_DEFAULTS).
@@ -297,11 +304,12 @@ class TrainTab:
         return job, ""
 
     def train(self, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size, step_size, gamma, frozen_epochs,
-              optimizer, train_blocks, patience, request: gr.Request, profile: gr.OAuthProfile | None):
+              optimizer, train_blocks, patience, stop_metric="val_acc", request: gr.Request = None,
+              profile: gr.OAuthProfile | None = None):
         """/train for API clients: start the job, then stream its view until it is over."""
         visitor = self.visitors.of(request, profile)
         job, notice = self.submit(visitor, dataset, arch, mode, backbone, epochs, lr, momentum, batch_size,
-                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience)
+                                  step_size, gamma, frozen_epochs, optimizer, train_blocks, patience, stop_metric)
         if job is None:
             yield {self.notice: notice}
             return
