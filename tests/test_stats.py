@@ -103,3 +103,32 @@ def test_cli_options_reach_the_checkpoint(tiny_dataset, tmp_path, capsys):
     assert "95% CI" in printed.split("done: ")[1]
     hyper = load_checkpoint(out).meta["hyperparameters"]
     assert (hyper["stop_metric"], hyper["freeze_bn"], hyper["patience"]) == ("val_loss", True, 1)
+
+
+def checkpoint_meta(acc: float, n_val: int, created: str) -> dict:
+    return {"arch": "mobilenet_v2", "mode": "finetune", "class_names": ["ants", "bees"], "created": created,
+            "best": {"val_acc": acc, "val_loss": 0.2, "epoch": 2}, "history": [],
+            "preprocessing": {"crop_size": 224, "resize_size": 232, "mean": [0.485, 0.456, 0.406],
+                              "std": [0.229, 0.224, 0.225]}, "hyperparameters": {**{k: v for k, v in vars(TrainConfig(data_dir="")).items() if k != "data_dir"}},
+            "dataset": {"root": "/data/hymenoptera_data",
+                        "counts": {"train": {"ants": 124, "bees": 120}, "val": {"ants": 70, "bees": n_val - 70}}}}
+
+
+def test_model_card_compare_and_evaluation_say_how_sure_the_accuracy_is():
+    from bees_ants import hub, views
+    from bees_ants.predict import Evaluation
+    a, b, c = (checkpoint_meta(146 / 153, 153, "2026-12-02T10:00"), checkpoint_meta(147 / 153, 153, "2026-12-02T11:00"),
+               checkpoint_meta(0.85, 153, "2026-12-02T12:00"))
+    assert "95% CI 90.9%–97.8%, 153 images" in views.model_markdown(a)
+    table = views.comparison_markdown([a, b, c])
+    assert "| 95% interval |" in table.replace("**95% interval**", "95% interval")
+    # b is the best; a lies inside its interval, c (0.85) does not
+    inside = table.split("**Inside the interval:**")[1]
+    assert views.run_name(1, a) in inside and views.run_name(3, c) not in inside
+    assert "Inside the interval" not in views.comparison_markdown([b, c])
+
+    ev = Evaluation("val", ["ants", "bees"], accuracy=146 / 153, loss=0.2, confusion=[[68, 2], [5, 78]], paths=[],
+                    true=[0] * 70 + [1] * 83, predicted=[], confidence=[], losses=[])
+    assert "95% confidence interval 90.9%–97.8%" in views.evaluation_markdown(ev, a)
+    card = hub.model_card("me/ants", hub.hub_config(a), None)
+    assert "| best val accuracy | 0.9542 (epoch 2; 95% CI 90.9%–97.8%, 153 images) |" in card
