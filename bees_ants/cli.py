@@ -414,7 +414,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help="finetune/progressive: train only the last N blocks and the head; the blocks before "
                    "them run once per cached view (see feature views and the memory budget) "
                    f"(default {d.train_blocks}: every block)")
-    t.add_argument("--patience", type=int, help="stop after this many epochs without a better --stop-metric "
+    t.add_argument("--patience", type=int, help="stop after this many epochs without a better val score (the stop metric) "
                    f"(default {d.patience}: never stop early; finetune {ft['patience']})")
     t.add_argument("--stop-metric", choices=STOP_METRICS, dest="stop_metric",
                    help="what patience and the best checkpoint watch: val_acc (ties broken by the lower val loss), "
