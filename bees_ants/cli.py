@@ -18,6 +18,7 @@ from .config import (ARCHS, DEFAULT_ARCH, LR_SCHEDULES, MODE_DEFAULTS, MODES, OP
                      TrainConfig, arch_of_file, recipe)
 from .errors import UserError
 from .settings import Settings
+from .stats import STOP_METRIC_TEXT, STOP_METRICS, interval_text
 
 DEFAULTS = TrainConfig(data_dir="")  # the hyperparameter defaults --help shows
 
@@ -152,6 +153,9 @@ def cmd_train(args) -> int:
     print(f"training {config.arch} ({config.mode}{blocks}) for {config.epochs} epochs, batch {config.batch_size}, "
           f"{config.optimizer} lr {config.lr} (backbone x{config.backbone_lr_scale}, {config.lr_schedule}), "
           f"weights {config.backbone_weights or 'random init'}{weights_note}; data {config.data_dir}"
+          + (f"; early stop: patience {config.patience} on {STOP_METRIC_TEXT[config.stop_metric]}"
+             if config.patience else "")
+          + ("; BatchNorm statistics frozen" if config.freeze_bn and config.mode != "fixed" else "")
           + (f"; resuming {config.resume_from}" if config.resume_from else ""), flush=True)
     if mode_note:
         print(f"mode {config.mode}: {mode_note}", flush=True)
@@ -179,7 +183,8 @@ def cmd_train(args) -> int:
                                   else "no epoch finished, so no checkpoint was written"), file=sys.stderr)
         return 130
     best = run.history[-1]  # the run's choice: best val accuracy, ties to the lower val loss
-    print(f"done: best val acc {best.best_val_acc:.4f} at epoch {best.best_epoch}, "
+    print(f"done: best val acc {best.best_val_acc:.4f} ({interval_text(best.best_val_acc, len(dataset.splits['val']))}) "
+          f"at epoch {best.best_epoch}, last epoch {best.val_acc:.4f}, "
           f"{sum(r.seconds for r in run.history):.1f}s training; checkpoint {run.checkpoint_path}")
     if args.json:
         print(json.dumps({"checkpoint": run.checkpoint_path, "best_val_acc": best.best_val_acc,
@@ -299,7 +304,7 @@ def cmd_evaluate(args) -> int:
     ev = predictor.evaluate(data_dir, args.split)
     recorded = predictor.checkpoint.meta.get("best", {}).get("val_acc")
     print(f"{args.split} accuracy {ev.accuracy:.4f} ({sum(a == b for a, b in zip(ev.true, ev.predicted))}"
-          f"/{len(ev.true)}), loss {ev.loss:.4f}"
+          f"/{len(ev.true)}; {interval_text(ev.accuracy, len(ev.true))}), loss {ev.loss:.4f}"
           + (f"; recorded best val acc {recorded:.4f}" if recorded is not None else ""))
     width = max(len(c) for c in ev.classes)
     print(f"{'class':<{width}}  images  precision  recall")
@@ -404,8 +409,14 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help="finetune/progressive: train only the last N blocks and the head; the blocks before "
                    "them run once per cached view (see feature views and the memory budget) "
                    f"(default {d.train_blocks}: every block)")
-    t.add_argument("--patience", type=int, help="stop after this many epochs without a lower val loss "
+    t.add_argument("--patience", type=int, help="stop after this many epochs without a better val score (the stop metric) "
                    f"(default {d.patience}: never stop early; finetune {ft['patience']})")
+    t.add_argument("--stop-metric", choices=STOP_METRICS, dest="stop_metric",
+                   help="what patience and the best checkpoint watch: val_acc (ties broken by the lower val loss), "
+                   f"val_loss, or both (stop only when neither improves) (default {d.stop_metric})")
+    t.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, dest="freeze_bn",
+                   help="BatchNorm layers that train keep their pretrained statistics (eval mode) "
+                   f"(default {'on' if d.freeze_bn else 'off'}; finetune {'on' if ft.get('freeze_bn') else 'off'})")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
                    help="RAM for decoded images and cached activations; a dataset larger than it streams from "
                    "disk each epoch (default: BEES_ANTS_MEMORY_BUDGET_MB, else half of the available memory)")

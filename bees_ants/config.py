@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import UserError
 from .settings import DEFAULT_WEIGHTS_DIR
+from .stats import STOP_METRICS
 
 ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
 DEFAULT_ARCH = "resnet18"
@@ -63,7 +64,11 @@ class TrainConfig:
     # finetune/progressive: train only the last `train_blocks` blocks (models.blocks) and the head;
     # the frozen blocks before them run once per cached view (0: every block trains)
     train_blocks: int = 0
-    patience: int = 0  # stop after this many epochs without a lower val loss (0: never stop early)
+    patience: int = 0  # stop after this many epochs without a better `stop_metric` (0: never stop early)
+    stop_metric: str = "val_acc"  # what patience and the best checkpoint watch (stats.STOP_METRICS)
+    # BatchNorm layers that train keep their ImageNet statistics (eval mode; their scale and shift
+    # still learn): on small sets a batch's statistics are noisy and drag the pretrained ones away.
+    freeze_bn: bool = False
     seed: int = 0
     # RAM a run may fill with decoded images and cached activations; None: data.memory_budget_bytes
     # (BEES_ANTS_MEMORY_BUDGET_MB, else half of the memory available when the run starts).
@@ -76,7 +81,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not '{self.mode}'")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("stop_metric", STOP_METRICS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, not '{getattr(self, name)}'")
         for name in ("epochs", "batch_size", "step_size", "feature_views", "frozen_epochs"):
@@ -98,6 +103,8 @@ class TrainConfig:
 # epochs while the backbone moves gently: 0.954/0.961/0.961, best in epoch 1 or 2, after which val
 # loss only rises: patience 3 stops those runs after epoch 4 or 5 with the same best. The fixed
 # extractor keeps 0.001 (at 0.01 its best is 0.954/0.961/0.954; 0.967 at 0.001, seed 0).
+# Issue 21's k-fold sweep (RESULTS.md) found frozen BatchNorm + cosine no steadier than this within
+# the folds' spread, so these stay; patience now watches val accuracy (TrainConfig.stop_metric).
 MODE_DEFAULTS = {"finetune": {"lr": 0.01, "backbone_lr_scale": 0.1, "patience": 3}}
 
 

@@ -35,6 +35,7 @@ from .config import ARCHS, MODES, mode_text
 from .errors import MissingExtra, UserError
 from .figures import confusion_figure, curves_figure
 from .predict import Evaluation
+from .stats import interval_text
 
 PREFIX = "hf://"
 WEIGHTS, CONFIG, CARD, CURVES, CONFUSION = "model.safetensors", "config.json", "README.md", "curves.png", "confusion.png"
@@ -118,11 +119,13 @@ def model_card(repo_id: str, config: dict, evaluation: Evaluation | None) -> str
              f"({mode_text(config['mode'], hyper.get('frozen_epochs', '?'))}) to tell apart {classes}.",
              "## Metrics", "| metric | value |", "|---|---|"]
     if best:
-        lines += [f"| best val accuracy | {best['val_acc']:.4f} (epoch {best['epoch']}) |",
+        n_val = sum(((config["dataset"]["counts"] or {}).get("val") or {}).values())
+        lines += [f"| best val accuracy | {best['val_acc']:.4f} (epoch {best['epoch']}"
+                  + (f"; {interval_text(best['val_acc'], n_val)}" if n_val else "") + ") |",
                   f"| val loss at that epoch | {best['val_loss']:.4f} |"]
     if evaluation:
         lines += [f"| {evaluation.split} accuracy, re-evaluated for this card | {evaluation.accuracy:.4f} "
-                  f"({len(evaluation.true)} images) |", f"| {evaluation.split} loss | {evaluation.loss:.4f} |",
+                  f"({interval_text(evaluation.accuracy, len(evaluation.true))}) |", f"| {evaluation.split} loss | {evaluation.loss:.4f} |",
                   "", "| class | images | precision | recall |", "|---|---|---|---|"]
         lines += [f"| {name} | {m['images']} | {m['precision']:.3f} | {m['recall']:.3f} |"
                   for name, m in evaluation.per_class().items()]

@@ -36,15 +36,15 @@ def resume_path(checkpoint_path: str | os.PathLike) -> Path:
 
 def save_resume_state(checkpoint_path: str, config: TrainConfig, epoch: int, model: nn.Module,
                       optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                      history: list, best: dict, patience: dict) -> None:
-    """What a run needs to continue after `epoch`. `history` is its EpochRecords, `best` the best
-    epoch's val_acc, val_loss, epoch and state_dict, `patience` early stopping's count."""
+                      history: list, best: dict) -> None:
+    """What a run needs to continue after `epoch`. `history` is its EpochRecords (early stopping
+    counts from them), `best` the best epoch's val_acc, val_loss, epoch and state_dict."""
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
     state = {"format": RESUME_FORMAT, "config": asdict(config), "epoch": epoch,
              "model": cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "history": [asdict(r) for r in history],
              "best": {**best, "state_dict": cpu(best["state_dict"])},
-             "patience": patience, "rng": torch.get_rng_state()}
+             "rng": torch.get_rng_state()}
     write_atomically(resume_path(checkpoint_path), lambda f: torch.save(state, f))
 
 
@@ -65,7 +65,7 @@ def load_resume_state(checkpoint_path: str | os.PathLike) -> dict:
 def restore_training_state(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
     """Put the last epoch's weights, optimizer, scheduler and random state back; the run restores
-    its own bookkeeping (history, best, patience) from the rest of `state`."""
+    its own bookkeeping (history, best) from the rest of `state`."""
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

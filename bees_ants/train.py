@@ -14,14 +14,15 @@ augmented views cycled through the epochs (`feature_views == epochs` gives fresh
 epoch, like the tutorial), as many as the memory budget holds (`CachePlan`; none: the frozen part
 runs on every batch). Every kind of epoch fits its batches with the same `_fit_batch`.
 The optimizer is SGD or AdamW, the new head at `lr` and the pretrained layers at
-`lr * backbone_lr_scale`; `patience` stops a run whose val loss stopped falling.
-The best-val-accuracy weights are written whenever they improve (after that epoch joins the
-history, so the file always describes itself), so a cancel or crash leaves the best model so far
-on disk; at the end the file is rewritten once with the full history and final status (what it
-records: checkpoint.run_meta). Beside it, `<checkpoint>.resume` holds the last epoch's weights,
-optimizer, scheduler and random state, so an interrupted run continues where it stopped (resume.py);
-it is removed when the run completes. A run stops early when its `cancel` (`ShouldStop`) says so,
-polled between batches: a user's cancel, a time limit, or its reader gone (runner.py).
+`lr * backbone_lr_scale`; `patience` stops a run whose `stop_metric` stopped improving, and the
+best weights are chosen by the same metric (stats.py holds the rule). They are written whenever
+they improve (after that epoch joins the history, so the file always describes itself), so a
+cancel or crash leaves the best model so far on disk; at the end the file is rewritten once with
+the full history and final status (what it records: checkpoint.run_meta). Beside it,
+`<checkpoint>.resume` holds the last epoch's weights, optimizer, scheduler and random state, so an
+interrupted run continues where it stopped (resume.py); it is removed when the run completes. A run
+stops early when its `cancel` (`ShouldStop`) says so, polled between batches: a user's cancel, a
+time limit, or its reader gone (runner.py).
 
 Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard of the data with
 DistributedDataParallel (gloo on CPU, NCCL on GPUs); epoch metrics are summed over processes and
@@ -49,6 +50,7 @@ from .device import (autocast, batch_slices, describe_device, inference_batch_si
 from .models import (Preprocessing, after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before,
                      get_head, headless, preprocessing_for)
 from .resume import load_resume_state, restore_training_state, resume_path, save_resume_state
+from .stats import improves, stop_reason
 
 
 @dataclass
@@ -151,15 +153,14 @@ def plan_cache(what: str, image_bytes: int, n_train: int, n_val: int, views: int
 
 @dataclass
 class Best:
-    """The best epoch so far by val accuracy (lower val loss breaks ties), with its weights."""
+    """The best epoch so far by the run's stop metric (stats.improves), with its weights."""
     val_acc: float = 0.0
     val_loss: float = math.inf
     epoch: int = 0
     state_dict: dict | None = field(default=None, repr=False)
 
-    def beaten_by(self, val_acc: float, val_loss: float) -> bool:
-        return (self.state_dict is None or val_acc > self.val_acc
-                or (val_acc == self.val_acc and val_loss < self.val_loss))
+    def beaten_by(self, val_acc: float, val_loss: float, metric: str = "val_acc") -> bool:
+        return self.state_dict is None or improves((val_acc, val_loss), (self.val_acc, self.val_loss), metric)
 
 
 class Cancelled(Exception):
@@ -249,7 +250,7 @@ class TrainingRun:
         self.cache, self.train_cache, self.val_cache = None, {}, None
         self.checkpoint_path = cfg.checkpoint_path or new_checkpoint_path(cfg)
         self.best, self.history, self.stop_reason = Best(), [], ""
-        self.since_better_loss, self.lowest_val_loss, self.first_epoch = 0, math.inf, 1
+        self.first_epoch = 1
         if cfg.resume_from:
             self._restore(load_resume_state(cfg.resume_from))
         self.status = "running"
@@ -268,10 +269,12 @@ class TrainingRun:
                 train_loss, train_acc = self._train_epoch(epoch)
                 val_loss, val_acc = self._validate()
                 self.scheduler.step()
-                improved = self.best.beaten_by(val_acc, val_loss)
+                improved = self.best.beaten_by(val_acc, val_loss, cfg.stop_metric)
                 if improved:
                     self.best = Best(val_acc, val_loss, epoch, copy.deepcopy(self.model.state_dict()))
-                self._count_patience(val_loss, epoch)
+                if epoch < cfg.epochs:  # the same rule as the best checkpoint's (stats.stop_reason)
+                    scores = [(r.val_acc, r.val_loss) for r in self.history] + [(val_acc, val_loss)]
+                    self.stop_reason = stop_reason(scores, cfg.patience, cfg.stop_metric)
                 record = EpochRecord(epoch, cfg.epochs, train_loss, train_acc, val_loss, val_acc, lr,
                                      time.perf_counter() - start, self.best.val_acc, self.best.epoch,
                                      self.cache.describe() if self.cache else "", self.stop_reason)
@@ -291,17 +294,6 @@ class TrainingRun:
                 self._save()  # once more, with the whole history and final status
             if self.status == "completed" and self.rank == 0:
                 resume_path(self.checkpoint_path).unlink(missing_ok=True)
-
-    def _count_patience(self, val_loss: float, epoch: int) -> None:
-        """Early stopping: after `patience` epochs in a row without a new lowest val loss."""
-        if val_loss < self.lowest_val_loss:
-            self.lowest_val_loss, self.since_better_loss = val_loss, 0
-        else:
-            self.since_better_loss += 1
-        patience = self.config.patience
-        if patience and self.since_better_loss >= patience and epoch < self.config.epochs:
-            self.stop_reason = (f"stopped early after epoch {epoch}: no val-loss improvement for "
-                                f"{patience} epoch{'s' if patience > 1 else ''}")
 
     # -- what trains -------------------------------------------------------------------------------
 
@@ -337,6 +329,10 @@ class TrainingRun:
         """(mean loss, accuracy) over this epoch's augmented train set."""
         self.model.eval()  # the frozen part, BatchNorm statistics included, is a fixed function
         self.trained.train()
+        if self.config.freeze_bn:  # BatchNorm keeps its ImageNet statistics (TrainConfig.freeze_bn)
+            for m in self.trained.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         n = len(self.train_split)
         steps = len(batch_slices(n, self.config.batch_size))
         loss_sum, correct = 0.0, 0
@@ -476,14 +472,11 @@ class TrainingRun:
         best = {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
                 "state_dict": self.best.state_dict}
         save_resume_state(self.checkpoint_path, self.config, epoch, self.model, self.optimizer, self.scheduler,
-                          self.history, best,
-                          {"lowest_val_loss": self.lowest_val_loss, "since_better": self.since_better_loss})
+                          self.history, best)
 
     def _restore(self, state: dict) -> None:
         restore_training_state(state, self.model, self.optimizer, self.scheduler)
         self.history = [EpochRecord(**r) for r in state["history"]]
         b = state["best"]
         self.best = Best(b["val_acc"], b["val_loss"], b["epoch"], {k: v.to(self.device) for k, v in b["state_dict"].items()})
-        self.lowest_val_loss = state["patience"]["lowest_val_loss"]
-        self.since_better_loss = state["patience"]["since_better"]
         self.first_epoch = state["epoch"] + 1

@@ -48,7 +48,8 @@ def test_train_help_shows_every_hyperparameter_default(env, capsys):
                           ("feature-views", d.feature_views), ("frozen-epochs", d.frozen_epochs),
                           ("seed", d.seed), ("arch", d.arch), ("optimizer", d.optimizer),
                           ("backbone-lr-scale", d.backbone_lr_scale), ("label-smoothing", d.label_smoothing),
-                          ("lr-schedule", d.lr_schedule), ("train-blocks", d.train_blocks), ("patience", d.patience)]:
+                          ("lr-schedule", d.lr_schedule), ("train-blocks", d.train_blocks), ("patience", d.patience),
+                          ("stop-metric", d.stop_metric)]:
         assert f"(default {value}" in text.split(f"--{option} ")[-1].split(" --")[0], option
     assert "default: fixed on a CPU" in text and "default weights/" in text and "downloaded to data/" in text
 

@@ -127,16 +127,30 @@ def test_new_settings_are_checked():
 
 def test_early_stopping_says_why(tiny_dataset, tmp_path):
     # A far too large learning rate: the val loss stops falling within a few epochs.
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", lr=20.0, patience=2, epochs=20))
+    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", lr=20.0, patience=2, epochs=20,
+                             stop_metric="val_loss"))
     records = list(run)
     assert run.status == "completed" and len(records) < 20
-    reason = "no val-loss improvement for 2 epochs"
+    reason = "no val loss improvement for 2 epochs"
     assert reason in records[-1].stop_reason and not any(r.stop_reason for r in records[:-1])
     losses = [r.val_loss for r in records]
     assert min(losses[-2:]) >= min(losses[:-2])  # the rule held: the last two did not improve
     meta = load_checkpoint(run.checkpoint_path).meta
     assert reason in meta["stop_reason"] and len(meta["history"]) == len(records)
     assert not resume_path(run.checkpoint_path).exists()  # completed: nothing to resume
+
+
+def test_frozen_batchnorm_keeps_its_statistics(tiny_dataset, tmp_path):
+    def layer4_running_means(**kw):
+        run = TrainingRun(config(tiny_dataset, tmp_path / str(kw), train_blocks=1, epochs=1, **kw))
+        list(run)
+        sd = load_checkpoint(run.checkpoint_path).state_dict
+        assert load_checkpoint(run.checkpoint_path).meta["hyperparameters"]["freeze_bn"] == kw.get("freeze_bn", False)
+        return [v for k, v in sd.items() if k.startswith("layer4") and k.endswith("running_mean")]
+
+    # random init: BatchNorm starts at mean 0; train-mode BatchNorm moves it, frozen BatchNorm does not
+    assert all(torch.count_nonzero(m) == 0 for m in layer4_running_means(freeze_bn=True))
+    assert all(torch.count_nonzero(m) > 0 for m in layer4_running_means())
 
 
 @pytest.mark.timeout(1200)  # three fine-tunes of 4 epochs at the speed of a loaded 2-core machine

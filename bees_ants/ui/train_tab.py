@@ -22,6 +22,7 @@ from ..jobs import Job, JobManager
 from ..models import WeightsDownloadError, fetch_imagenet_weights, imagenet_weights_cached
 from ..predict import val_sample_figure
 from ..resume import resume_config, resume_path
+from ..stats import STOP_METRIC_TEXT, STOP_METRICS
 from ..views.datasets import THUMBNAILS_SHOWN, UPLOAD_HELP, import_markdown, thumbnail_items
 from ..views.training import dataset_markdown, history_table, result_markdown, status_markdown, training_curves
 from ..visitors import Visitor
@@ -146,7 +147,9 @@ HYPERPARAMETERS = (
                    info="fine-tune/progressive: the blocks before them are frozen and run once per cached view, "
                         "several times faster"),
     Hyperparameter("patience", "Patience (0: off)", row=4, type=int, minimum=0, maximum=1000,
-                   info="early stopping: epochs without a lower val loss"),
+                   info="early stopping: epochs without a better val score"),
+    Hyperparameter("stop_metric", "Patience and the best model watch", row=6, type=str,
+                   choices=tuple((STOP_METRIC_TEXT[m], m) for m in STOP_METRICS)),
 )
 # The form's values, in /train's (and the Train button's) order; each names a /train parameter.
 FORM = ("dataset", "arch", "mode", "backbone", *(h.name for h in HYPERPARAMETERS))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..config import mode_text
 from ..figures import history_of
-from .common import duration
+from ..stats import interval_text, wilson_interval, within_interval
+from .common import duration, val_images
 from .plots import curves_html
 
 NOT_RECORDED = "—"  # a checkpoint from before a value was kept
@@ -65,6 +66,7 @@ def comparison_markdown(metas: list[dict]) -> str:
         if key not in same or len(metas) == 1:
             row(key, values)
     row("best val acc", [f"{m['best']['val_acc']:.1%}" if "best" in m else NOT_RECORDED for m in metas])
+    row("95% interval", [_interval_cell(m) for m in metas])
     row("epoch of best", [f"{m['best']['epoch']} of {len(m.get('history', []))}" if "best" in m else NOT_RECORDED
                           for m in metas])
     row("time in epochs", [duration(sum(r["seconds"] for r in m["history"])) if m.get("history") else NOT_RECORDED
@@ -78,4 +80,28 @@ def comparison_markdown(metas: list[dict]) -> str:
     if same:
         text += "\n\nThe same in all: " + " · ".join(f"{k} {_cell(v)}" for k, v in same.items())
     return text + ("\n\nIn **bold**: what differs. Time in epochs: the epochs' own times added up; the "
-                   "Train tab's \"Finished in\" also counts loading the images before the first epoch.")
+                   "Train tab's \"Finished in\" also counts loading the images before the first epoch."
+                   + _indistinct(metas))
+
+
+def _interval_cell(meta: dict) -> str:
+    if "best" not in meta or not val_images(meta):
+        return NOT_RECORDED
+    lo, hi = wilson_interval(meta["best"]["val_acc"], val_images(meta))
+    return f"{lo:.1%}–{hi:.1%} ({val_images(meta)} images)"
+
+
+def _indistinct(metas: list[dict]) -> str:
+    """Which runs' best val accuracy lies inside the 95% interval of the best run's: a difference
+    that small is within what chance gives on a val set of that size, so it ranks nothing."""
+    scored = [(i, m) for i, m in enumerate(metas, 1) if "best" in m and val_images(m)]
+    if len(scored) < 2:
+        return ""
+    top_i, top = max(scored, key=lambda im: im[1]["best"]["val_acc"])
+    close = [run_name(i, m) for i, m in scored
+             if i != top_i and within_interval(top["best"]["val_acc"], val_images(top), m["best"]["val_acc"])]
+    if not close:
+        return ""
+    return (f"\n\n**Inside the interval:** the best val accuracy of {', '.join(close)} lies within the 95% interval "
+            f"of {run_name(top_i, top)}'s ({interval_text(top['best']['val_acc'], val_images(top))}): "
+            "the val set is too small to tell these runs apart.")

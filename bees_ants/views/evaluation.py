@@ -11,7 +11,8 @@ from PIL import Image
 from ..config import mode_text
 from ..figures import history_of
 from ..predict import Evaluation, Explanation
-from .common import thumbnail
+from ..stats import wilson_interval
+from .common import best_interval, thumbnail
 from .plots import curves_html
 
 PER_CLASS_COLUMNS = ["class", "images", "correct", "recall", "precision"]
@@ -25,8 +26,8 @@ def model_markdown(meta: dict) -> str:
     lines = [f"**Classes:** {', '.join(meta['class_names'])}"]
     if "best" in meta:
         ran = len(meta.get("history", []))
-        lines.append(f"**Best val accuracy {meta['best']['val_acc']:.1%}** (epoch {meta['best']['epoch']} of {ran} "
-                     f"run) · {meta.get('status', 'completed')}")
+        lines.append(f"**Best val accuracy {meta['best']['val_acc']:.1%}**{best_interval(meta)} "
+                     f"(epoch {meta['best']['epoch']} of {ran} run) · {meta.get('status', 'completed')}")
     dataset = meta.get("dataset", {})
     if dataset:
         sizes = " · ".join(f"{split} {sum(c.values())}" for split, c in dataset.get("counts", {}).items())
@@ -123,7 +124,10 @@ def _correct(ev: Evaluation) -> int:
 
 def evaluation_markdown(ev: Evaluation, meta: dict) -> str:
     n, correct = len(ev.true), _correct(ev)
-    text = f"## {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}"
+    lo, hi = wilson_interval(ev.accuracy, n)
+    text = (f"## {ev.split} accuracy {ev.accuracy:.1%} ({correct} of {n} images) · loss {ev.loss:.3f}\n"
+            f"95% confidence interval {lo:.1%}–{hi:.1%} (Wilson, from the {n} images: the accuracy on new images "
+            "like these plausibly lies there).")
     if "best" in meta:
         text += f"\nRecorded when it was trained: {meta['best']['val_acc']:.1%} (epoch {meta['best']['epoch']})."
     text += ("\n\nPer class, *recall* is the share of its images classified right (the class's accuracy), "
