@@ -126,9 +126,9 @@ def test_every_tab_fits_a_phone(browser, visitor):
         layout = page.evaluate(OVERFLOW)
         assert layout["scrollWidth"] <= layout["width"], (tab, layout)
         assert layout["out"] == [], (tab, layout)
-    # The live view's camera box fits too, and the buttons are reachable (in the page's width).
+    # The live view (the webcam classified in the browser) fits too, its buttons in the page's width.
     open_tab(page, "predict")
-    camera = page.locator("#live-camera").bounding_box()
+    camera = page.locator("#browser-live").bounding_box()
     assert camera["x"] >= 0 and camera["x"] + camera["width"] <= 390
     phone.close()
 

@@ -68,7 +68,7 @@ ol li { position: relative; padding: 4px 8px; margin: 3px 0; border-radius: 4px;
         background: var(--background-fill-secondary); }
 ol li span:last-child { position: relative; }
 .bees-ants-bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent-soft); }
-[data-role=fps], [data-role=status] { color: var(--body-text-color-subdued); font-size: 0.9em; }"""
+[data-role=fps], [data-role=status] { color: var(--body-text-color); font-size: 0.9em; }"""
 # The Start button asks the server for the model (trigger), then the .success() step loads it.
 BROWSER_LIVE_JS = """window.beesAntsRuntime = RUNTIME;
 const status = element.querySelector("[data-role=status]");
