@@ -3,6 +3,7 @@
 and untouchable for the other, and the other's requests for it are refused exactly like requests
 for things that do not exist."""
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,9 @@ def test_queue_and_cancel_are_per_visitor(served_app, alice, bob, alice_model):
         if "Queued: position 1" in bobs_outputs[-1]["status"]:
             break
     assert "Queued: position 1" in bobs_outputs[-1]["status"] and bobs_outputs[0]["notice"] == ""
+    # Estimated from the work left of Alice's run, and where it stands.
+    assert re.search(r"starts in about \d+:\d\d \(estimated\)", bobs_outputs[-1]["status"])
+    assert re.search(r"The run ahead of yours: epoch \d+ of 500 done", bobs_outputs[-1]["status"])
     assert not long_run.done()  # Alice's run went on through Bob's cancel and submit
     # Alice cancels hers; Bob's starts by itself and finishes.
     assert "Cancel requested" in alice.predict(api_name="/cancel")

@@ -11,6 +11,7 @@ from ..jobs import Job
 from .common import duration, skipped_markdown
 from .plots import curves_html
 
+ANY_MOMENT_SECONDS = 10  # a queued job estimated to start sooner than this "starts any moment now"
 HISTORY_COLUMNS = ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"]
 
 
@@ -41,10 +42,11 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     elapsed = duration(job.elapsed(now))
     if job.status == "queued":
         ahead = job.queue_position - 1 if job.queue_position else 0
+        # An estimate that ran out is not a start: below a few seconds it says so in words.
+        soon = job.starts_in is None or job.starts_in < ANY_MOMENT_SECONDS
         head = (f"Queued: position {job.queue_position or '?'} · "
                 + (f"{ahead} job(s) ahead of yours · " if ahead else "next to start · ")
-                + (f"starts in about {duration(job.starts_in)}" if job.starts_in is not None else "starts soon")
-                + " (estimated; it starts by itself)")
+                + ("starts any moment now" if soon else f"starts in about {duration(job.starts_in)} (estimated)"))
     elif job.status == "preparing":
         head = f"Preparing **{name}** (downloading it on first use)…"
     elif job.status == "scanning":
@@ -80,6 +82,9 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         setup += f"\n\n{job.history[-1].cache[0].upper()}{job.history[-1].cache[1:]}."
     if job.history and job.history[-1].stop_reason:
         setup = f"{job.history[-1].stop_reason[0].upper()}{job.history[-1].stop_reason[1:]}.\n\n{setup}"
+    if job.status == "queued":
+        waits = f"The run ahead of yours: {job.ahead}. " if job.ahead else ""
+        setup = f"{waits}Yours starts by itself.\n\n{setup}"
     if job.status == "failed":
         advice = job.advice or "Change the dataset or the starting weights and click **Train** again."
         setup = f"**{job.error}**\n\n{advice}\n\n{setup}"
