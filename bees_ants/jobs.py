@@ -58,8 +58,8 @@ ACTIVE = ("queued", "preparing", "scanning", "running")  # then: completed, canc
 # the end of its first epoch -- scan, decode, feature caching, epoch 1 --, each later epoch). From
 # resnet18 on this project's 2-core reference CPU with ants/bees' 397 images (bench/results/RESULTS.md):
 # a fine-tune epoch 26.6 s, a fixed-mode forward pass over the set 8.5 s and its later epochs ~0 s
-# (features cached); progressive's later epochs are mostly fine-tuning. Other backbones and a GPU
-# are faster (resnet50 is not: its first runs here err early), and measured runs replace these.
+# (features cached); progressive's later epochs are mostly fine-tuning. A GPU and most other
+# backbones are faster, so these err late (resnet50, slower, errs early); measured runs replace them.
 GUESSED_SECONDS_PER_IMAGE = {"fixed": (0.04, 0.001), "finetune": (0.08, 0.07), "progressive": (0.04, 0.07)}
 TIMINGS_KEPT = 50  # per kind of run: the newest measurements
 # A job's images before it is scanned, when its folder is not there: only the tutorial's set is
@@ -112,10 +112,12 @@ class Job:
     checkpoint_path: str | None = None  # set once a best-so-far checkpoint is on disk
     error: str | None = None
     advice: str | None = None  # what to do about `error`, when its source knows (e.g. GPU quota used up)
-    # Filled in on snapshots of queued jobs:
+    # Filled in on snapshots of active jobs (RunTimes): of a queued one,
     queue_position: int | None = None  # 1: next to start
     starts_in: float | None = None  # estimated seconds until it starts
     ahead: str | None = None  # where the run it waits for stands (Job.describe), when it waits for one
+    # and of a started one:
+    remaining: float | None = None  # estimated seconds until it ends
 
     @property
     def active(self) -> bool:
@@ -125,14 +127,6 @@ class Job:
         if self.started is None:
             return 0.0
         return (self.finished or now or time.time()) - self.started
-
-    def eta(self) -> float | None:
-        """Seconds left, from the last epoch's time: it adapts at once when epochs get cheaper
-        (fixed mode stops extracting features after its cached views)."""
-        if not self.history or not self.active:
-            return None
-        last = self.history[-1]
-        return last.seconds * (self.config.epochs - last.epoch)
 
     def describe(self) -> str:
         """Where the job stands, in a few words (for refusals and headlines)."""
@@ -187,15 +181,19 @@ class RunTimes:
 
     def remaining(self, job: Job, now: float) -> float:
         """Seconds until `job` ends. Its own epochs tell it best once it has run two (the first
-        costs more); an epoch that runs late never makes the epochs after it free, so only a
-        run in its last epoch can reach 0."""
+        costs more: after it alone, the measured later rate, else its time, which errs late); an
+        epoch that runs late never makes the epochs after it free, so only a run in its last
+        epoch can reach 0."""
         if job.started is None:
             return self.duration(job)
         first, later = self.per_image(job.config)
         done, epochs = len(job.history), job.config.epochs
         if done >= epochs or job.cancel_requested:
             return 0.0  # saving its model, or stopping after the current batch
-        per_epoch = job.history[-1].seconds if done >= 2 else later * job.images
+        if done >= 2 or (done == 1 and self.kind(job.config) not in self._later):
+            per_epoch = job.history[-1].seconds
+        else:
+            per_epoch = later * job.images
         if done == 0:
             current = first * job.images - (now - job.started)
         else:
@@ -238,7 +236,7 @@ class JobManager:
         with self._changed:
             mine = self._active_job(owner)
             if mine is not None:
-                self._fill_queue_info()
+                self._fill_estimates()
                 raise JobRefused(f"you already have a training job ({mine.describe()}); "
                                  "wait for it to finish or cancel it first")
             self._check_fair_share(source, signed_in)
@@ -350,7 +348,7 @@ class JobManager:
         return job if job is not None and job.active else None
 
     def _snapshot(self, job: Job) -> Job:
-        self._fill_queue_info()
+        self._fill_estimates()
         return copy.deepcopy(job)
 
     def _bump(self, job: Job) -> None:
@@ -382,23 +380,23 @@ class JobManager:
             _RUNNERS[:] = [(r, flag) for r, flag in _RUNNERS if r.is_alive()] + [(runner, self._cancel_path(job))]
             runner.start()
 
-    def _fill_queue_info(self) -> None:
-        """Position and estimated start of every queued job: each waits for the earliest of the
-        runner slots to free up, given what is running and what is queued ahead of it; one
-        waiting for a running job is also told where that job stands."""
+    def _fill_estimates(self) -> None:
+        """Estimated end of every started job, and position and estimated start of every queued
+        one: each waits for the earliest of the runner slots to free up, given what is running
+        and what is queued ahead of it; one waiting for a running job is told where that stands."""
         now, cap = time.time(), self.max_run_seconds or math.inf
-        slots = [(min(self.run_times.remaining(j, now), max(0.0, cap - j.elapsed(now))), j.describe())
-                 for j in self._jobs.values() if j.active and j.status != "queued"]
-        slots += [(0.0, None)] * (self.max_running - len(slots))
+        for job in self._jobs.values():
+            job.queue_position = job.starts_in = job.ahead = job.remaining = None
+        running = [j for j in self._jobs.values() if j.active and j.status != "queued"]
+        for job in running:
+            job.remaining = min(self.run_times.remaining(job, now), max(0.0, cap - job.elapsed(now)))
+        slots = [(j.remaining, j.describe()) for j in running] + [(0.0, None)] * (self.max_running - len(running))
         queued = sorted((j for j in self._jobs.values() if j.status == "queued"), key=lambda j: j.id)
         for position, job in enumerate(queued, start=1):
             slots.sort(key=lambda slot: slot[0])
             (free_in, ahead), *others = slots
             job.queue_position, job.starts_in, job.ahead = position, free_in, ahead
             slots = [(free_in + min(self.run_times.duration(job), cap), None), *others]
-        for job in self._jobs.values():
-            if job.status != "queued":
-                job.queue_position = job.starts_in = job.ahead = None
 
     def _cancel_path(self, job: Job) -> Path:
         return self._state_dir / f"job-{job.id}.cancel"
@@ -407,7 +405,8 @@ class JobManager:
 
     def _save(self, job: Job) -> None:
         record = asdict(job)
-        record.pop("queue_position"), record.pop("starts_in"), record.pop("ahead")
+        for estimate in ("queue_position", "starts_in", "ahead", "remaining"):  # of the moment: not kept
+            record.pop(estimate)
         record.pop("source")  # an address is needed only while the job is active; not kept on disk
         path = self._record_path(job)
         tmp = path.with_name(f".{path.name}.tmp")

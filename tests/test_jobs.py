@@ -162,20 +162,6 @@ def test_a_time_limit_stops_the_run_like_a_cancel_and_says_why(tiny_dataset, tmp
     assert "GPU time this Space gives one run" in final.error
 
 
-def test_eta_comes_from_the_last_epoch_time(tmp_path):
-    def record(epoch, seconds):
-        return EpochRecord(epoch, 10, 0.5, 0.5, 0.5, 0.5, 0.001, seconds, 0.5, 1)
-
-    job = Job(id=1, owner=ALICE, config=small_config(tmp_path, tmp_path, epochs=10), device="cpu", submitted=90.0,
-              started=100.0, status="running")
-    assert job.eta() is None  # nothing to go on before the first epoch
-    job.history = [record(1, 30.0), record(2, 2.0)]  # fixed mode: features cached after the first views
-    assert job.eta() == 2.0 * 8
-    assert job.elapsed(now=160.0) == 60.0
-    job.status, job.finished = "completed", 150.0
-    assert job.eta() is None and job.elapsed(now=999.0) == 50.0
-
-
 # -- the queue's estimates: made-up job records, no training ----------------------------------------
 
 def record(epoch, seconds, epochs=10):
@@ -215,8 +201,12 @@ def test_the_run_ahead_counts_down_by_its_own_epochs_and_not_to_zero_before_its_
     first, later = GUESSED_SECONDS_PER_IMAGE["finetune"]
     running = made_up_job(tmp_path, images=100, epochs=5, status="running", started=0.0)
     assert times.remaining(running, now=2.0) == pytest.approx(100 * first - 2 + 4 * 100 * later)
+    assert running.elapsed(now=2.0) == 2.0
     # Far past what its first epoch should have taken: the four epochs after it still take their time.
     assert times.remaining(running, now=10_000.0) == pytest.approx(4 * 100 * later)
+    # One epoch done, in 40 s: before any later epoch of its kind was timed here, that time stands for the next ones.
+    running.history, running.epoch_ended = [record(1, 40.0, 5)], 40.0
+    assert times.remaining(running, now=50.0) == pytest.approx(30 + 3 * 40)
     # Two epochs done, the second in 12 s: its own time rules; 5 s into the third.
     running.history, running.epoch_ended = [record(1, 40.0, 5), record(2, 12.0, 5)], 100.0
     assert times.remaining(running, now=105.0) == pytest.approx(7 + 2 * 12)
@@ -234,6 +224,8 @@ def test_a_queued_job_is_told_its_estimated_start_and_where_the_run_ahead_stands
     assert queued.images == 24 and queued.ahead == "preparing its dataset"
     first, later = GUESSED_SECONDS_PER_IMAGE["fixed"]
     assert 0 < queued.starts_in <= jobs_mod.UNSEEN_IMAGES * (first + later * 2)  # the holder's 3 epochs
+    # The page of the run ahead shows the same estimate: the time it has left is when Bob's starts.
+    assert manager.latest(holder).remaining == pytest.approx(manager.latest(BOB).starts_in, abs=5.0)
     line = status_markdown(queued)
     assert "Queued: position 1 · next to start · starts in about" in line
     assert "The run ahead of yours: preparing its dataset." in line

@@ -11,13 +11,21 @@ from ..jobs import Job
 from .common import duration, skipped_markdown
 from .plots import curves_html
 
-ANY_MOMENT_SECONDS = 10  # a queued job estimated to start sooner than this "starts any moment now"
+# An estimate below this is said in words ("any moment now"): a countdown at 0:00 for something
+# that has not happened yet would be wrong.
+ANY_MOMENT_SECONDS = 10
 HISTORY_COLUMNS = ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"]
 
 
 def _best(job: Job) -> str:
     last = job.history[-1]
     return f"best val acc **{last.best_val_acc:.1%}** (epoch {last.best_epoch})"
+
+
+def _time_left(job: Job) -> str:
+    if job.remaining is None:
+        return ""
+    return "ETA any moment now · " if job.remaining < ANY_MOMENT_SECONDS else f"ETA {duration(job.remaining)} · "
 
 
 def progress_text(job: Job) -> str:
@@ -42,7 +50,6 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     elapsed = duration(job.elapsed(now))
     if job.status == "queued":
         ahead = job.queue_position - 1 if job.queue_position else 0
-        # An estimate that ran out is not a start: below a few seconds it says so in words.
         soon = job.starts_in is None or job.starts_in < ANY_MOMENT_SECONDS
         head = (f"Queued: position {job.queue_position or '?'} · "
                 + (f"{ahead} job(s) ahead of yours · " if ahead else "next to start · ")
@@ -59,7 +66,8 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         head = f"Finishing: all {done} epochs done · elapsed {elapsed} · saving the model… · {_best(job)}"
     elif job.status == "running":
         head = (f"Training: epoch {done} of {cfg.epochs} done · elapsed {elapsed} · "
-                f"ETA {duration(job.eta())} · {_best(job)}{progress_text(job)}")
+                + _time_left(job)
+                + f"{_best(job)}{progress_text(job)}")
     elif job.status == "completed" and job.history and job.history[-1].stop_reason:
         head = f"✓ Finished after {done} of {cfg.epochs} epochs ({elapsed}) · {_best(job)}"
     elif job.status == "completed":
