@@ -115,6 +115,26 @@ def default_dataset(choices: list[DatasetChoice]) -> DatasetChoice:
     return next((c for c in choices if c.download_to is None), choices[0])
 
 
+def opening_dataset(settings: Settings, visitor: Visitor | None, choices: list[DatasetChoice],
+                    last_used: str | None = None) -> DatasetChoice:
+    """The dataset a page selects for `visitor`: the one their latest run used (`last_used`), else
+    the newest of their own (created or imported last), else the default."""
+    chosen = next((c for c in choices if c.path == last_used), None)
+    if chosen is None and visitor is not None and not visitor.anonymous:
+        own = visitor.folder(settings.data_root)
+        chosen = max((c for c in choices if Path(c.path).parent == own), key=_made_at, default=None)
+    return chosen or default_dataset(choices)
+
+
+def _made_at(choice: DatasetChoice) -> float:
+    # A dataset is built whole in a work folder and renamed into place (importer.publish), and
+    # nothing is added to its top folder later: that folder's modification time is when it was made.
+    try:
+        return Path(choice.path).stat().st_mtime
+    except OSError:  # deleted meanwhile
+        return 0.0
+
+
 # The same words for a dataset that is not there and one that is someone else's.
 DATASET_REFUSAL = ("choose a dataset from the list. To train on another folder, upload it as a .zip under "
                    "\"Add your own dataset (.zip)\", or restart the app with BEES_ANTS_DATASETS=/path/to/folder "

@@ -241,6 +241,13 @@ def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[Path]], list
     return classes, files, skipped
 
 
+def count_images(root: str | os.PathLike) -> int:
+    """Image files (by name) under root/train and root/val, none opened: the work a queued run
+    will do, for the queue's estimate. 0 when the folder is not there (yet)."""
+    root = Path(root)
+    return sum(len(files) for s in SPLITS if (root / s).is_dir() for files in _list_split(root / s)[1].values())
+
+
 def _decode(path: Path, preprocessing: Preprocessing):
     try:
         img = load_image(path, preprocessing.resize_size, preprocessing.interpolation)

@@ -10,7 +10,8 @@ cancels it.
 - Each job belongs to one visitor (`owner`, a Visitor.key); a visitor has at most one queued or
   running job, and only its owner can cancel it.
 - At most `max_running` jobs train at once (default 1 per device); the others wait in a bounded
-  queue, each told its position and an estimated start.
+  queue, each told its position and an estimated start (RunTimes: the work ahead of it, images
+  times epochs, at the seconds per image measured here).
 - Fair share: identities are free (every new API client is a new visitor), so one source must not
   be able to fill the queue. Anonymous visitors may have at most `max_per_source` jobs queued or
   running per network address (`source`), and only `max_queued - signed_in_places` of the queue's
@@ -38,11 +39,12 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .data import SkippedFile
+from .data import HYMENOPTERA_FILES, SkippedFile, count_images
 from .device import describe_device, pick_device
 from .errors import UserError
 from .runner import CancelFlag, training_events
@@ -52,11 +54,17 @@ from .zerogpu import STOP_MARGIN_SECONDS, GpuRefused, training_duration
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "preparing", "scanning", "running")  # then: completed, cancelled, failed, interrupted
-# Before any run of this kind has been timed here, the queue's estimate uses these (seconds per
-# epoch, on this project's 2-core reference CPU with ants/bees; a GPU is faster, so the estimate
-# errs late, never early). Measured runs replace them.
-GUESSED_EPOCH_SECONDS = {"fixed": 3.0, "finetune": 15.0, "progressive": 12.0}
-GUESSED_SETUP_SECONDS = 30.0  # scan + decode + first feature caching
+# Seconds per image (train + val) until a kind of run has been timed here: (from the run's start to
+# the end of its first epoch -- scan, decode, feature caching, epoch 1 --, each later epoch). From
+# resnet18 on this project's 2-core reference CPU with ants/bees' 397 images (bench/results/RESULTS.md):
+# a fine-tune epoch 26.6 s, a fixed-mode forward pass over the set 8.5 s and its later epochs ~0 s
+# (features cached); progressive's later epochs are mostly fine-tuning. A GPU and most other
+# backbones are faster, so these err late (resnet50, slower, errs early); measured runs replace them.
+GUESSED_SECONDS_PER_IMAGE = {"fixed": (0.04, 0.001), "finetune": (0.08, 0.07), "progressive": (0.04, 0.07)}
+TIMINGS_KEPT = 50  # per kind of run: the newest measurements
+# A job's images before it is scanned, when its folder is not there: only the tutorial's set is
+# fetched by the job itself.
+UNSEEN_IMAGES = sum(HYMENOPTERA_FILES.values())
 PROGRESS_INTERVAL = 1.0  # seconds between progress updates inside a long step
 
 
@@ -97,14 +105,19 @@ class Job:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
     storage: str = ""  # how the run holds its images, and why (Dataset.storage)
+    images: int = 0  # the run's train + val images: counted at submit, then the scan's count
     history: list[EpochRecord] = field(default_factory=list)
+    epoch_ended: float | None = None  # time.time() when its latest epoch finished
     progress: tuple[str, int, int] | None = None  # (stage, done, total) inside a long step
     checkpoint_path: str | None = None  # set once a best-so-far checkpoint is on disk
     error: str | None = None
     advice: str | None = None  # what to do about `error`, when its source knows (e.g. GPU quota used up)
-    # Filled in on snapshots of queued jobs:
+    # Filled in on snapshots of active jobs (RunTimes): of a queued one,
     queue_position: int | None = None  # 1: next to start
     starts_in: float | None = None  # estimated seconds until it starts
+    ahead: str | None = None  # where the run it waits for stands (Job.describe), when it waits for one
+    # and of a started one:
+    remaining: float | None = None  # estimated seconds until it ends
 
     @property
     def active(self) -> bool:
@@ -115,14 +128,6 @@ class Job:
             return 0.0
         return (self.finished or now or time.time()) - self.started
 
-    def eta(self) -> float | None:
-        """Seconds left, from the last epoch's time: it adapts at once when epochs get cheaper
-        (fixed mode stops extracting features after its cached views)."""
-        if not self.history or not self.active:
-            return None
-        last = self.history[-1]
-        return last.seconds * (self.config.epochs - last.epoch)
-
     def describe(self) -> str:
         """Where the job stands, in a few words (for refusals and headlines)."""
         if self.status == "queued":
@@ -131,6 +136,69 @@ class Job:
             return f"epoch {self.history[-1].epoch} of {self.config.epochs} done"
         return {"preparing": "preparing its dataset", "scanning": "scanning its dataset",
                 "running": "in its first epoch"}.get(self.status, self.status)
+
+
+# -- how long runs take ----------------------------------------------------------------------------
+
+class RunTimes:
+    """Seconds per image of each kind of run, measured on this server from the epochs runs finish
+    (and those of the runs on record at start), and from them how long a run takes and how long
+    one has left. A run's work is its images times its epochs; its first epoch costs more (the
+    dataset is decoded, features are cached), so it is timed apart from the later ones."""
+
+    def __init__(self):
+        self._first: dict[tuple, deque[float]] = {}
+        self._later: dict[tuple, deque[float]] = {}
+
+    @staticmethod
+    def kind(config: TrainConfig) -> tuple:
+        # What sets the cost of an image: the backbone, the mode, and how much of it trains.
+        return config.arch, config.mode, 0 if config.mode == "fixed" else config.train_blocks
+
+    def learn(self, job: Job, records: list[EpochRecord]) -> None:
+        """Time `records`: epochs of `job` that just finished (or all of a job on record)."""
+        if not job.images or job.config.resume_from:  # a resumed run replays epochs it did not time
+            return
+        kind = self.kind(job.config)
+        for record in records:
+            if record.epoch > 1:
+                self._later.setdefault(kind, deque(maxlen=TIMINGS_KEPT)).append(record.seconds / job.images)
+            elif job.started is not None and job.epoch_ended is not None:
+                # The first epoch ended when the latest did, less the epochs since.
+                first = job.epoch_ended - job.started - sum(r.seconds for r in job.history[1:])
+                self._first.setdefault(kind, deque(maxlen=TIMINGS_KEPT)).append(first / job.images)
+
+    def per_image(self, config: TrainConfig) -> tuple[float, float]:
+        """(start to the end of the first epoch, each later epoch), in seconds per image."""
+        kind, guess = self.kind(config), GUESSED_SECONDS_PER_IMAGE[config.mode]
+        return (statistics.median(self._first[kind]) if kind in self._first else guess[0],
+                statistics.median(self._later[kind]) if kind in self._later else guess[1])
+
+    def duration(self, job: Job) -> float:
+        """Seconds a run of `job` takes from its start: its work at the measured rates."""
+        first, later = self.per_image(job.config)
+        return job.images * (first + later * (job.config.epochs - 1))
+
+    def remaining(self, job: Job, now: float) -> float:
+        """Seconds until `job` ends. Its own epochs tell it best once it has run two (the first
+        costs more: after it alone, the measured later rate, else its time, which errs late); an
+        epoch that runs late never makes the epochs after it free, so only a run in its last
+        epoch can reach 0."""
+        if job.started is None:
+            return self.duration(job)
+        first, later = self.per_image(job.config)
+        done, epochs = len(job.history), job.config.epochs
+        if done >= epochs or job.cancel_requested:
+            return 0.0  # saving its model, or stopping after the current batch
+        if done >= 2 or (done == 1 and self.kind(job.config) not in self._later):
+            per_epoch = job.history[-1].seconds
+        else:
+            per_epoch = later * job.images
+        if done == 0:
+            current = first * job.images - (now - job.started)
+        else:
+            current = per_epoch - (now - (job.epoch_ended or now))
+        return max(0.0, current) + per_epoch * (epochs - done - 1)
 
 
 # -- the manager -----------------------------------------------------------------------------------
@@ -153,7 +221,7 @@ class JobManager:
         self._contexts: dict[int, contextvars.Context] = {}
         self._version = 0
         self._prepares: dict[int, Callable[[], object] | None] = {}
-        self._epoch_seconds: dict[tuple[str, str], list[float]] = {}
+        self.run_times = RunTimes()
         with self._changed:
             self._restore()
 
@@ -164,10 +232,11 @@ class JobManager:
         """Queue a job for `owner`, who asks from network address `source`; it starts by itself when
         a runner is free. `prepare` runs first in the runner (e.g. a dataset download). Raises
         JobRefused when the visitor already has a job, or the queue has no place for them."""
+        images = count_images(config.data_dir) or UNSEEN_IMAGES  # the queue's estimate needs it now
         with self._changed:
             mine = self._active_job(owner)
             if mine is not None:
-                self._fill_queue_info()
+                self._fill_estimates()
                 raise JobRefused(f"you already have a training job ({mine.describe()}); "
                                  "wait for it to finish or cancel it first")
             self._check_fair_share(source, signed_in)
@@ -175,7 +244,7 @@ class JobManager:
             self._last_id += 1
             job = Job(id=self._last_id, owner=owner, config=config,
                       device=describe_device(pick_device(config.device)) if not self.request_bound else "ZeroGPU",
-                      submitted=time.time(), source=source, signed_in=signed_in)
+                      submitted=time.time(), source=source, signed_in=signed_in, images=images)
             if previous is not None:  # its record goes; the new job replaces it
                 self._record_path(previous).unlink(missing_ok=True)
             self._jobs[owner] = job
@@ -279,7 +348,7 @@ class JobManager:
         return job if job is not None and job.active else None
 
     def _snapshot(self, job: Job) -> Job:
-        self._fill_queue_info()
+        self._fill_estimates()
         return copy.deepcopy(job)
 
     def _bump(self, job: Job) -> None:
@@ -311,31 +380,23 @@ class JobManager:
             _RUNNERS[:] = [(r, flag) for r, flag in _RUNNERS if r.is_alive()] + [(runner, self._cancel_path(job))]
             runner.start()
 
-    def _fill_queue_info(self) -> None:
-        """Position and estimated start of every queued job: each waits for the earliest of the
-        runner slots to free up, given what is running and what is queued ahead of it."""
-        now = time.time()
-        slots = sorted(self._remaining(j, now) for j in self._jobs.values() if j.active and j.status != "queued")
-        slots += [0.0] * (self.max_running - len(slots))
+    def _fill_estimates(self) -> None:
+        """Estimated end of every started job, and position and estimated start of every queued
+        one: each waits for the earliest of the runner slots to free up, given what is running
+        and what is queued ahead of it; one waiting for a running job is told where that stands."""
+        now, cap = time.time(), self.max_run_seconds or math.inf
+        for job in self._jobs.values():
+            job.queue_position = job.starts_in = job.ahead = job.remaining = None
+        running = [j for j in self._jobs.values() if j.active and j.status != "queued"]
+        for job in running:
+            job.remaining = min(self.run_times.remaining(job, now), max(0.0, cap - job.elapsed(now)))
+        slots = [(j.remaining, j.describe()) for j in running] + [(0.0, None)] * (self.max_running - len(running))
         queued = sorted((j for j in self._jobs.values() if j.status == "queued"), key=lambda j: j.id)
         for position, job in enumerate(queued, start=1):
-            slots.sort()
-            job.queue_position, job.starts_in = position, slots[0]
-            slots[0] += self._expected_seconds(job)
-        for job in self._jobs.values():
-            if job.status != "queued":
-                job.queue_position = job.starts_in = None
-
-    def _expected_seconds(self, job: Job) -> float:
-        measured = self._epoch_seconds.get((job.config.arch, job.config.mode))
-        per_epoch = statistics.median(measured) if measured else GUESSED_EPOCH_SECONDS.get(job.config.mode, 15.0)
-        return min(GUESSED_SETUP_SECONDS + per_epoch * job.config.epochs, self.max_run_seconds or math.inf)
-
-    def _remaining(self, job: Job, now: float) -> float:
-        eta = job.eta()
-        if eta is not None:
-            return eta
-        return max(0.0, self._expected_seconds(job) - (now - (job.started or now)))
+            slots.sort(key=lambda slot: slot[0])
+            (free_in, ahead), *others = slots
+            job.queue_position, job.starts_in, job.ahead = position, free_in, ahead
+            slots = [(free_in + min(self.run_times.duration(job), cap), None), *others]
 
     def _cancel_path(self, job: Job) -> Path:
         return self._state_dir / f"job-{job.id}.cancel"
@@ -344,7 +405,8 @@ class JobManager:
 
     def _save(self, job: Job) -> None:
         record = asdict(job)
-        record.pop("queue_position"), record.pop("starts_in")
+        for estimate in ("queue_position", "starts_in", "ahead", "remaining"):  # of the moment: not kept
+            record.pop(estimate)
         record.pop("source")  # an address is needed only while the job is active; not kept on disk
         path = self._record_path(job)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -365,6 +427,7 @@ class JobManager:
                 continue
             self._jobs[job.owner] = job
             self._last_id = max(self._last_id, job.id)
+            self.run_times.learn(job, job.history)  # the seconds per image of the runs before this start
         for job in self._jobs.values():
             if job.active:  # the server stopped under it
                 was = job.describe()
@@ -404,7 +467,8 @@ class JobManager:
             kind = event[0]
             if kind == "scanned":
                 _, classes, counts, skipped, storage = event
-                self._update(job, status="running", classes=classes, counts=counts, skipped=skipped, storage=storage)
+                self._update(job, status="running", classes=classes, counts=counts, skipped=skipped, storage=storage,
+                             images=sum(n for split in counts.values() for n in split.values()))
             elif kind == "progress":
                 _, stage, done, total = event
                 # Every open page redraws on a change: a few progress updates a second at most,
@@ -415,10 +479,10 @@ class JobManager:
             elif kind == "epoch":
                 _, record, checkpoint_path = event
                 # The best-so-far checkpoint is on disk by the time an epoch's record arrives.
-                self._update(job, history=job.history + [record], checkpoint_path=checkpoint_path, progress=None)
-                if record.epoch > 1:  # the first epoch pays for the scan and feature caching
-                    with self._changed:
-                        self._epoch_seconds.setdefault((job.config.arch, job.config.mode), []).append(record.seconds)
+                with self._changed:
+                    self._update(job, history=job.history + [record], checkpoint_path=checkpoint_path, progress=None,
+                                 epoch_ended=time.time())
+                    self.run_times.learn(job, [record])
             elif kind == "time_limit":
                 self._update(job, cancel_requested=True, error=stopped_there)
             elif kind == "failed":

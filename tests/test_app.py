@@ -404,9 +404,11 @@ def test_status_line_for_each_stage(tmp_path):
     job = Job(id=1, owner="someone", config=TrainConfig(data_dir=str(tmp_path / "bees"), epochs=4),
               device="CPU (2 threads)", submitted=0.0, started=0.0, status="running")
     assert "epoch 1 of 4 running" in status_markdown(job, now=5.0)
-    job.history = [EpochRecord(1, 4, 0.7, 0.6, 0.5, 0.8, 0.001, 30.0, 0.8, 1)]
+    job.history, job.remaining = [EpochRecord(1, 4, 0.7, 0.6, 0.5, 0.8, 0.001, 30.0, 0.8, 1)], 90.0
     line = status_markdown(job, now=75.0)
     assert "epoch 1 of 4 done" in line and "elapsed 1:15" in line and "ETA 1:30" in line and "80.0%" in line
+    job.remaining = 4.0  # the manager's estimate (jobs.RunTimes) ran out: no countdown at 0:00
+    assert "ETA any moment now" in status_markdown(job, now=75.0)
     job.status, job.error, job.finished = "failed", "boom", 80.0
     assert "Training failed" in status_markdown(job) and "boom" in status_markdown(job)
     assert "No training yet" in status_markdown(None)

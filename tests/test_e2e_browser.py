@@ -217,13 +217,18 @@ def test_two_visitors_each_see_only_their_own(browser, served_app, tmp_path):
         set_up_training(page2, "fixed feature extractor", 2, 0.02)
         page2.locator("#train-btn").click()
         expect(page2.locator("#status")).to_contain_text("Queued: position 1", timeout=LONG)
+        expect(page2.locator("#status")).to_contain_text(re.compile(r"The run ahead of yours: epoch \d+ of 200 done"))
         expect(page2.locator("#notice")).not_to_contain_text("Not started")
         page2.screenshot(path=str(SCREENS / "visitor2_queued.png"), full_page=True)
         page2.locator("#visitor").screenshot(path=str(SCREENS / "visitor2_line.png"))
 
-        # Visitor 1 reloads: still their run, their dataset and their model.
+        # Visitor 1 reloads: still their run, their dataset and their model, and the form as the run has it.
         page1.reload(wait_until="domcontentloaded")
         expect(page1.locator("#status")).to_contain_text(re.compile(r"epoch \d+ of 200"), timeout=LONG)
+        expect(page1.locator("#epochs input")).to_have_value("200", timeout=LONG)
+        expect(page1.get_by_label("fine-tune the whole network")).to_be_checked()
+        expect(page1.locator("#lr input")).to_have_value("0.01")
+        expect(page1.locator("#dataset input")).to_have_value("visitor_one · ants, bees")
         assert any("visitor_one" in d for d in options(page1, "dataset"))
         page1.get_by_role("tab", name="Predict").click()
         # (the newest of theirs is selected: the running job's best-so-far checkpoint)

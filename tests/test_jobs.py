@@ -7,8 +7,9 @@ import pytest
 from bees_ants import jobs as jobs_mod, runner
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.data import DatasetError
-from bees_ants.jobs import Job, JobManager, JobRefused
+from bees_ants.jobs import GUESSED_SECONDS_PER_IMAGE, Job, JobManager, JobRefused, RunTimes
 from bees_ants.train import EpochRecord
+from bees_ants.views.training import status_markdown
 from conftest import COLOURS, small_config, write_image
 
 ALICE, BOB, CAROL = "alice-key", "bob-key", "carol-key"
@@ -161,18 +162,101 @@ def test_a_time_limit_stops_the_run_like_a_cancel_and_says_why(tiny_dataset, tmp
     assert "GPU time this Space gives one run" in final.error
 
 
-def test_eta_comes_from_the_last_epoch_time(tmp_path):
-    def record(epoch, seconds):
-        return EpochRecord(epoch, 10, 0.5, 0.5, 0.5, 0.5, 0.001, seconds, 0.5, 1)
+# -- the queue's estimates: made-up job records, no training ----------------------------------------
 
-    job = Job(id=1, owner=ALICE, config=small_config(tmp_path, tmp_path, epochs=10), device="cpu", submitted=90.0,
-              started=100.0, status="running")
-    assert job.eta() is None  # nothing to go on before the first epoch
-    job.history = [record(1, 30.0), record(2, 2.0)]  # fixed mode: features cached after the first views
-    assert job.eta() == 2.0 * 8
-    assert job.elapsed(now=160.0) == 60.0
-    job.status, job.finished = "completed", 150.0
-    assert job.eta() is None and job.elapsed(now=999.0) == 50.0
+def record(epoch, seconds, epochs=10):
+    return EpochRecord(epoch, epochs, 0.5, 0.5, 0.5, 0.5, 0.001, seconds, 0.5, 1)
+
+
+def made_up_job(tmp_path, images, epochs, status="queued", **fields):
+    config = small_config(tmp_path, tmp_path, mode=fields.pop("mode", "finetune"), arch=fields.pop("arch", "resnet18"),
+                          epochs=epochs)
+    return Job(id=1, owner=ALICE, config=config, device="cpu", submitted=0.0, status=status, images=images, **fields)
+
+
+def test_a_run_is_estimated_from_its_images_and_epochs_at_the_rates_measured_here(tmp_path):
+    times = RunTimes()
+    queued = made_up_job(tmp_path, images=400, epochs=10)
+    first, later = GUESSED_SECONDS_PER_IMAGE["finetune"]  # before any run of its kind
+    assert times.duration(queued) == pytest.approx(400 * (first + 9 * later))
+    # A finished fine-tune of 200 images: 30 s from its start to the end of its first epoch, 20 s each later one.
+    finished = made_up_job(tmp_path, images=200, epochs=3, status="completed", started=1000.0, epoch_ended=1070.0,
+                           history=[record(1, 25.0), record(2, 20.0), record(3, 20.0)])
+    times.learn(finished, finished.history)
+    assert times.per_image(queued.config) == pytest.approx((30 / 200, 20 / 200))
+    assert times.duration(queued) == pytest.approx(2 * 30 + 2 * 20 * 9)  # twice the images: twice the time
+    # Rates are per backbone and mode: the fine-tune's say nothing about another backbone or the fixed mode.
+    for other in ({"arch": "mobilenet_v2"}, {"mode": "fixed"}):
+        config = made_up_job(tmp_path, 400, 10, **other).config
+        assert times.per_image(config) == GUESSED_SECONDS_PER_IMAGE[config.mode]
+    # A resumed run replays epochs it did not time: nothing is learned from it.
+    resumed = made_up_job(tmp_path, images=200, epochs=3, started=0.0, epoch_ended=1.0, history=[record(2, 0.5)])
+    resumed.config.resume_from = "earlier.pt"
+    times.learn(resumed, resumed.history)
+    assert times.per_image(queued.config) == pytest.approx((30 / 200, 20 / 200))
+
+
+def test_the_run_ahead_counts_down_by_its_own_epochs_and_not_to_zero_before_its_last(tmp_path):
+    times = RunTimes()
+    first, later = GUESSED_SECONDS_PER_IMAGE["finetune"]
+    running = made_up_job(tmp_path, images=100, epochs=5, status="running", started=0.0)
+    assert times.remaining(running, now=2.0) == pytest.approx(100 * first - 2 + 4 * 100 * later)
+    assert running.elapsed(now=2.0) == 2.0
+    # Far past what its first epoch should have taken: the four epochs after it still take their time.
+    assert times.remaining(running, now=10_000.0) == pytest.approx(4 * 100 * later)
+    # One epoch done, in 40 s: before any later epoch of its kind was timed here, that time stands for the next ones.
+    running.history, running.epoch_ended = [record(1, 40.0, 5)], 40.0
+    assert times.remaining(running, now=50.0) == pytest.approx(30 + 3 * 40)
+    # Two epochs done, the second in 12 s: its own time rules; 5 s into the third.
+    running.history, running.epoch_ended = [record(1, 40.0, 5), record(2, 12.0, 5)], 100.0
+    assert times.remaining(running, now=105.0) == pytest.approx(7 + 2 * 12)
+    assert times.remaining(running, now=500.0) == pytest.approx(2 * 12)  # the third runs late
+    # Only in its last epoch can it run out: then it is about to end.
+    running.history += [record(3, 12.0, 5), record(4, 12.0, 5)]
+    assert times.remaining(running, now=500.0) == 0.0
+
+
+def test_a_queued_job_is_told_its_estimated_start_and_where_the_run_ahead_stands(tiny_dataset, tmp_path):
+    manager = JobManager(max_running=1, state_dir=tmp_path / "jobs")
+    hold = threading.Event()
+    holder = holding_the_runner(manager, tmp_path, hold)  # its folder is missing: counted as the tutorial's set
+    queued = manager.submit(BOB, small_config(tiny_dataset, tmp_path, epochs=2))
+    assert queued.images == 24 and queued.ahead == "preparing its dataset"
+    first, later = GUESSED_SECONDS_PER_IMAGE["fixed"]
+    assert 0 < queued.starts_in <= jobs_mod.UNSEEN_IMAGES * (first + later * 2)  # the holder's 3 epochs
+    # The page of the run ahead shows the same estimate: the time it has left is when Bob's starts.
+    assert manager.latest(holder).remaining == pytest.approx(manager.latest(BOB).starts_in, abs=5.0)
+    line = status_markdown(queued)
+    assert "Queued: position 1 · next to start · starts in about" in line
+    assert "The run ahead of yours: preparing its dataset." in line
+    carol = manager.submit(CAROL, small_config(tiny_dataset, tmp_path, epochs=2))
+    assert carol.queue_position == 2 and carol.ahead is None  # it waits for Bob's, which has not started
+    assert carol.starts_in == pytest.approx(queued.starts_in + manager.run_times.duration(queued), abs=1.0)
+    for owner in (BOB, CAROL):
+        manager.cancel(owner)
+    hold.set()
+    assert run_to_end(manager, holder)[-1].status == "failed"
+
+
+def test_a_start_that_is_due_says_any_moment_now_never_0_00(tmp_path):
+    job = made_up_job(tmp_path, images=100, epochs=2, queue_position=1, starts_in=0.0, ahead="epoch 5 of 5 done")
+    line = status_markdown(job)
+    assert "starts any moment now" in line and "0:00" not in line
+    assert "The run ahead of yours: epoch 5 of 5 done." in line
+    job.starts_in = 95.0
+    assert "starts in about 1:35 (estimated)" in status_markdown(job)
+
+
+def test_the_rates_of_runs_on_record_survive_a_restart(tiny_dataset, tmp_path):
+    before = JobManager(state_dir=tmp_path / "jobs")
+    before.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=2))
+    finished = run_to_end(before)[-1]
+    assert finished.images == 24 and finished.epoch_ended is not None
+    after = JobManager(state_dir=tmp_path / "jobs")  # a new server process reading the same state folder
+    (first, later), (live_first, live_later) = (m.run_times.per_image(finished.config) for m in (after, before))
+    assert later == live_later == finished.history[1].seconds / 24
+    # The first epoch's end, worked back from the last one's: the same but for the checkpoint saves since.
+    assert first == pytest.approx(live_first, rel=0.25) and first != GUESSED_SECONDS_PER_IMAGE["fixed"][0]
 
 
 # -- fair share ------------------------------------------------------------------------------------

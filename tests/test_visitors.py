@@ -3,6 +3,9 @@
 and untouchable for the other, and the other's requests for it are refused exactly like requests
 for things that do not exist."""
 import dataclasses
+import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ from bees_ants.catalog import DATASET_REFUSAL
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_settings, dataset_zip, running_app
+from app_fixtures import FixedJob, app_settings, dataset_zip, running_app
+from conftest import make_dataset
 from test_app import call, named, rows, train, train_args, visitor_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -137,6 +141,9 @@ def test_queue_and_cancel_are_per_visitor(served_app, alice, bob, alice_model):
         if "Queued: position 1" in bobs_outputs[-1]["status"]:
             break
     assert "Queued: position 1" in bobs_outputs[-1]["status"] and bobs_outputs[0]["notice"] == ""
+    # Estimated from the work left of Alice's run, and where it stands.
+    assert re.search(r"starts in about \d+:\d\d \(estimated\)", bobs_outputs[-1]["status"])
+    assert re.search(r"The run ahead of yours: epoch \d+ of 500 done", bobs_outputs[-1]["status"])
     assert not long_run.done()  # Alice's run went on through Bob's cancel and submit
     # Alice cancels hers; Bob's starts by itself and finishes.
     assert "Cancel requested" in alice.predict(api_name="/cancel")
@@ -165,7 +172,44 @@ def test_a_page_learns_its_visitor_before_it_lists_their_datasets_and_models(tmp
     while (nxt := next((d for d in deps if d.get("trigger_after") == after), None)) is not None:
         chain.append(nxt["api_name"])
         after = nxt["id"]
-    assert chain == ["dataset_picker", "refreshed"]
+    assert chain == ["restored_form", "refreshed"]
+
+
+def test_a_reloaded_page_shows_the_form_of_the_latest_run_and_the_dataset_made_last(tmp_path):
+    """The page's load chain (restored_form) called as a page would: the form tells the truth
+    about the run the status beside it shows."""
+    import gradio as gr
+    from bees_ants import ui
+    from bees_ants.jobs import Job
+    from bees_ants.train import TrainConfig
+    from bees_ants.ui.train_tab import FORM, form_values_from
+
+    settings = app_settings(tmp_path)
+    tab = next(f for f in ui.build_app(settings).fns.values() if f.api_name == "tick").fn.__self__  # the TrainTab
+    page = gr.Request(session_hash="page-one")
+    own = tab.visitors.of(page, None).folder(settings.data_root)
+    older, newer = make_dataset(own / "made-first"), make_dataset(own / "made-last")
+    os.utime(older, (1e9, 1e9))  # made in that order
+    os.utime(newer, (2e9, 2e9))
+    # No run yet: the form's defaults, and the dataset made last (not the first of the list).
+    tab.jobs = FixedJob(None)
+    shown = tab.restored_form(page, None)
+    assert set(shown) == {tab.dataset} and shown[tab.dataset].value == str(newer)
+    # Mid-run: every field as the run has it, each one different from the form's default.
+    config = TrainConfig(data_dir=str(older), arch="mobilenet_v2", mode="progressive", backbone_weights=None,
+                         epochs=40, lr=0.005, momentum=0.8, batch_size=8, step_size=3, gamma=0.5, frozen_epochs=2,
+                         optimizer="adamw", train_blocks=4, patience=6, stop_metric="val_loss")
+    tab.jobs = FixedJob(Job(id=1, owner="v", config=config, device="cpu", submitted=0.0, status="running"))
+    shown = tab.restored_form(page, None)
+    restored = {name: shown[tab.form[name]] for name in FORM}
+    restored["dataset"] = restored["dataset"].value
+    assert restored == form_values_from(config)
+    assert all(value != tab.form[name].value for name, value in restored.items())
+    # Its dataset deleted and its weights file gone since: the newest of theirs, the backbone's default weights.
+    shutil.rmtree(older)
+    config.backbone_weights = str(tmp_path / "gone.pth")
+    shown = tab.restored_form(page, None)
+    assert shown[tab.dataset].value == str(newer) and shown[tab.form["backbone"]] == "imagenet"
 
 
 def test_one_address_gets_a_fair_share_of_the_queue_through_the_api(tmp_path):

@@ -115,10 +115,10 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
             EvaluateTab(settings, visitors, models, jobs, housekeeper)
             CompareTab(settings, visitors)
         AgentTools(settings, visitors, jobs)
-        # First learn who this page belongs to, then show their things: their job, their datasets
-        # and models (another page may have changed them since this one was served).
-        # The page's job view is drawn by the Train tab's timer alone (see TrainTab).
+        # First learn who this page belongs to, then show their things: their datasets and the
+        # form of their latest run, and their models (another page may have changed them since
+        # this one was served). The page's job view is drawn by the Train tab's timer alone (see TrainTab).
         app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private").then(
-            train.dataset_picker, None, train.dataset, api_visibility="private").then(
+            train.restored_form, None, list(train.form.values()), api_visibility="private").then(
             models.refreshed, None, models.outputs, api_visibility="private")
     return app

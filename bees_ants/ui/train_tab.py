@@ -452,10 +452,26 @@ class TrainTab:
 
     def dataset_picker(self, request: gr.Request, profile: gr.OAuthProfile | None,
                        selected: str | None = None) -> gr.Dropdown:
-        """The visitor's dataset list read again; `selected`, or the default, chosen."""
-        fresh = catalog.dataset_choices(self.settings, self.visitors.of(request, profile))
-        return gr.Dropdown(choices=[(c.label, c.path) for c in fresh],
-                           value=selected or catalog.default_dataset(fresh).path)
+        """The visitor's dataset list read again; `selected` chosen, else the one their latest run
+        used, their newest or the default (catalog.opening_dataset)."""
+        visitor = self.visitors.of(request, profile)
+        fresh = catalog.dataset_choices(self.settings, visitor)
+        job = self.jobs.latest(visitor.key)
+        opening = catalog.opening_dataset(self.settings, visitor, fresh, job.config.data_dir if job else None)
+        return gr.Dropdown(choices=[(c.label, c.path) for c in fresh], value=selected or opening.path)
+
+    def restored_form(self, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
+        """On page load: the form as the visitor's latest run had it (the status beside it shows
+        that run), and their dataset list read again; the defaults when they have no run."""
+        shown = {self.dataset: self.dataset_picker(request, profile)}
+        job = self.jobs.latest(self.visitors.of(request, profile).key)
+        if job is not None:
+            values = form_values_from(job.config)
+            backbones = catalog.backbone_choices(self.settings)
+            if values["backbone"] not in [c.value for c in backbones]:  # its weights file is gone since
+                values["backbone"] = catalog.backbone_for_arch(backbones, values["arch"]).value
+            shown.update({self.form[name]: values[name] for name in FORM if name != "dataset"})
+        return shown
 
     def delete_dataset(self, dataset, request: gr.Request, profile: gr.OAuthProfile | None) -> dict:
         """The visitor's own dataset removed (not while their run uses it); the list read again."""

@@ -11,12 +11,21 @@ from ..jobs import Job
 from .common import duration, skipped_markdown
 from .plots import curves_html
 
+# An estimate below this is said in words ("any moment now"): a countdown at 0:00 for something
+# that has not happened yet would be wrong.
+ANY_MOMENT_SECONDS = 10
 HISTORY_COLUMNS = ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"]
 
 
 def _best(job: Job) -> str:
     last = job.history[-1]
     return f"best val acc **{last.best_val_acc:.1%}** (epoch {last.best_epoch})"
+
+
+def _time_left(job: Job) -> str:
+    if job.remaining is None:
+        return ""
+    return "ETA any moment now · " if job.remaining < ANY_MOMENT_SECONDS else f"ETA {duration(job.remaining)} · "
 
 
 def progress_text(job: Job) -> str:
@@ -41,10 +50,10 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
     elapsed = duration(job.elapsed(now))
     if job.status == "queued":
         ahead = job.queue_position - 1 if job.queue_position else 0
+        soon = job.starts_in is None or job.starts_in < ANY_MOMENT_SECONDS
         head = (f"Queued: position {job.queue_position or '?'} · "
                 + (f"{ahead} job(s) ahead of yours · " if ahead else "next to start · ")
-                + (f"starts in about {duration(job.starts_in)}" if job.starts_in is not None else "starts soon")
-                + " (estimated; it starts by itself)")
+                + ("starts any moment now" if soon else f"starts in about {duration(job.starts_in)} (estimated)"))
     elif job.status == "preparing":
         head = f"Preparing **{name}** (downloading it on first use)…"
     elif job.status == "scanning":
@@ -57,7 +66,8 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         head = f"Finishing: all {done} epochs done · elapsed {elapsed} · saving the model… · {_best(job)}"
     elif job.status == "running":
         head = (f"Training: epoch {done} of {cfg.epochs} done · elapsed {elapsed} · "
-                f"ETA {duration(job.eta())} · {_best(job)}{progress_text(job)}")
+                + _time_left(job)
+                + f"{_best(job)}{progress_text(job)}")
     elif job.status == "completed" and job.history and job.history[-1].stop_reason:
         head = f"✓ Finished after {done} of {cfg.epochs} epochs ({elapsed}) · {_best(job)}"
     elif job.status == "completed":
@@ -80,6 +90,9 @@ def status_markdown(job: Job | None, now: float | None = None) -> str:
         setup += f"\n\n{job.history[-1].cache[0].upper()}{job.history[-1].cache[1:]}."
     if job.history and job.history[-1].stop_reason:
         setup = f"{job.history[-1].stop_reason[0].upper()}{job.history[-1].stop_reason[1:]}.\n\n{setup}"
+    if job.status == "queued":
+        waits = f"The run ahead of yours: {job.ahead}. " if job.ahead else ""
+        setup = f"{waits}Yours starts by itself.\n\n{setup}"
     if job.status == "failed":
         advice = job.advice or "Change the dataset or the starting weights and click **Train** again."
         setup = f"**{job.error}**\n\n{advice}\n\n{setup}"
