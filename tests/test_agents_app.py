@@ -169,7 +169,8 @@ def test_a_file_url_as_a_model_is_an_unknown_model(app, tmp_path):
         return [await session.call_tool("classify", {"image": image, "model": name}) for name in names]
 
     for name, answer in zip(names, agent(url, Y_KEY, calls)):
-        assert answer.isError and text(answer) == f"no model named '{name}'; the models here: shared.pt"
+        # A long name is cut at 100 characters in the refusal (the pytest temp path may be longer).
+        assert answer.isError and text(answer) == f"no model named '{name[:100]}'; the models here: shared.pt"
         assert os.getcwd() not in text(answer).replace(name, "")
     client = Client(url, verbose=False)
     for name in names:
