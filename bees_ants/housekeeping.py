@@ -14,7 +14,7 @@ removed after use or counted against a budget (the numbers: settings.py, BEES_AN
   `temp_minutes` too.
 - leftovers of work cut short by a kill (an import's .import-* folder, a draft's check-* files, a
   save's hidden .tmp file, a half-removed folder) are swept once older than LEFTOVER_SECONDS, which
-  work still running never is: at start and every SWEEP_SECONDS (`Housekeeper`).
+  work still running never is: at start and every `sweep_minutes` (`Housekeeper`).
 Every function takes the time as `now`, so tests move the clock instead of waiting.
 """
 from __future__ import annotations
@@ -37,7 +37,6 @@ from .visitors import PRIVATE_FOLDER, Visitor
 log = logging.getLogger(__name__)
 
 LEFTOVER_SECONDS = 600     # older than this, a work file belongs to no running work (saves, imports, checks)
-SWEEP_SECONDS = 600        # how often the app sweeps
 TOUCH_SECONDS = 600        # a visit is recorded at most this often per visitor: expiry counts days
 SPACE_USAGE_SECONDS = 60   # how long the server-wide byte count is reused
 VISITS = ".visits"         # <weights dir>/.visits/<key>: mtime = last visit; text = "signed-in" or "anonymous"
@@ -133,14 +132,17 @@ _touched: dict[tuple[Path, str], float] = {}  # (weights dir, key) -> when its v
 
 
 def touch(settings: Settings, visitor: Visitor, now: float | None = None) -> None:
-    """Record that `visitor` used the app now (at most every TOUCH_SECONDS: a visit costs nothing).
+    """Record that `visitor` used the app now (at most every TOUCH_SECONDS, or a tenth of their
+    lifetime when that is shorter: a visitor in the middle of using the app must never look idle).
     The anonymous visitor owns nothing, so has nothing to expire."""
     if visitor.anonymous:
         return
     now = time.time() if now is None else now
     record = settings.weights_dir / VISITS / visitor.key
     last = _touched.get((record.parent, visitor.key))
-    if last is not None and 0 <= now - last < TOUCH_SECONDS:
+    days = settings.signed_in_idle_days if visitor.signed_in else settings.idle_days
+    every = min(TOUCH_SECONDS, days * DAY / 10) if days > 0 else TOUCH_SECONDS
+    if last is not None and 0 <= now - last < every:
         return
     if len(_touched) > 100_000:  # forget who was seen recently; they are recorded again on their next request
         _touched.clear()
@@ -271,9 +273,10 @@ class Housekeeper:
             if old.is_dir() and not old.is_symlink() and _newest_mtime(old) < now - self.settings.temp_minutes * 60:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def start(self, interval: float = SWEEP_SECONDS) -> None:
-        """Sweep now, then every `interval` seconds until the process ends."""
+    def start(self) -> None:
+        """Sweep now, then every `sweep_minutes` until the process ends."""
         self.sweep()
+        interval = self.settings.sweep_minutes * 60
 
         def loop():
             while not self._stop.wait(interval):

@@ -38,7 +38,7 @@ import os
 import gradio as gr
 
 from ..catalog import Settings
-from ..housekeeping import SWEEP_SECONDS, Housekeeper
+from ..housekeeping import Housekeeper
 from ..jobs import JobManager
 from ..settings import sign_in_offered
 from ..zerogpu import on_zero_gpu
@@ -50,7 +50,6 @@ from .tools import AgentTools, agent_tools_only  # noqa: F401 (app.py launches w
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
-GRADIO_CACHE_SECONDS = 6 * 3600  # long enough to come back to a page's uploads; a zip is imported at once
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h2, #model-card h2, #eval-summary h2 { margin: 0 0 .3em 0; font-size: var(--text-xl); }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
@@ -97,8 +96,9 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                               forget=jobs.forget)
     housekeeper.start()
     visitors = Visitors()
-    # Gradio's own files in its cache folder (uploads, its copies of shown images) go after GRADIO_CACHE_SECONDS.
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(SWEEP_SECONDS, GRADIO_CACHE_SECONDS)) as app:
+    # Gradio's own files in its cache folder (uploads, its copies of shown images) go after upload_minutes.
+    sweeps = (max(1, round(settings.sweep_minutes * 60)), round(settings.upload_minutes * 60))
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=sweeps) as app:
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
