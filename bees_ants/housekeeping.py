@@ -46,6 +46,7 @@ DAY = 86_400.0
 # Draft.remove_class), where nothing else lives. A dataset's name never starts with a dot.
 HIDDEN_LEFTOVERS = (".import-", ".expired-")
 DRAFT_LEFTOVERS = ("check-", "removed-")
+APP_TEMP_PREFIX = "bees_ants-"  # the app's own temp folders in Gradio's cache folder (app_temp_folder)
 # Temp folders of versions before this module (catalog.download_copy), in the system temp folder.
 OLD_DOWNLOADS = "bees_ants-download-"
 
@@ -231,6 +232,32 @@ def sweep_temp(folder: Path, max_age: float, now: float | None = None) -> list[P
     return removed
 
 
+def sweep_gradio_cache(folder: Path, max_age: float, now: float | None = None) -> list[Path]:
+    """Remove what Gradio leaves in its cache folder and never removes itself (6.x): its own
+    sweep (delete_cache) removes the files it saved but not the folder each one was saved in (one
+    per content hash), and its File box makes an empty `tmp*` file there for every file it is
+    given, which nothing uses or removes. Both go once older than `max_age` (the uploads'
+    lifetime: a folder's time is when its last file went). The app's own folders in there
+    (APP_TEMP_PREFIX) are swept by sweep_temp. An upload of the very same content in the instant
+    its old empty folder is removed would fail and be sent again; nothing is lost."""
+    now = time.time() if now is None else now
+    removed = []
+    for p in _listing(folder):
+        try:
+            if p.name.startswith(APP_TEMP_PREFIX) or p.is_symlink() or p.lstat().st_mtime >= now - max_age:
+                continue
+            if p.is_dir():
+                p.rmdir()  # only an empty one: what is in the others is Gradio's to remove
+            elif p.name.startswith("tmp") and p.stat().st_size == 0:
+                p.unlink()
+            else:
+                continue
+            removed.append(p)
+        except OSError:  # not empty, or removed meanwhile
+            continue
+    return removed
+
+
 def download_copy(folder: Path, visitor: Visitor, path: str, keep: int) -> str:
     """A copy of `path` to hand to the visitor's browser, in their own download folder under
     `folder`, of which only the newest `keep` stay (the sweep removes the others as they age).
@@ -251,12 +278,13 @@ def download_copy(folder: Path, visitor: Visitor, path: str, keep: int) -> str:
 
 class Housekeeper:
     """The app's sweeps: leftovers, expired visitors and temp folders, at start and then every
-    `interval` seconds in a daemon thread. `downloads` and `images` are the app's own temp folders
-    (in the web framework's cache folder, so it serves them without copying them again)."""
+    `sweep_minutes` in a daemon thread. `cache` is the web framework's cache folder; the app's own
+    temp folders are in it (downloads, images), so it serves them without copying them again."""
 
-    def __init__(self, settings: Settings, downloads: Path, images: Path,
+    def __init__(self, settings: Settings, cache: Path,
                  busy: Callable[[str], bool] = lambda key: False, forget: Callable[[str], object] = lambda key: None):
-        self.settings, self.downloads, self.images, self.busy, self.forget = settings, downloads, images, busy, forget
+        self.settings, self.cache, self.busy, self.forget = settings, Path(cache), busy, forget
+        self.downloads, self.images = app_temp_folder(cache, "downloads"), app_temp_folder(cache, "images")
         self._stop = threading.Event()
 
     def download_copy(self, visitor: Visitor, path: str) -> str:
@@ -268,6 +296,7 @@ class Housekeeper:
         expire_visitors(self.settings, now, self.busy, self.forget)
         for folder in (self.downloads, self.images):
             sweep_temp(folder, self.settings.temp_minutes * 60, now)
+        sweep_gradio_cache(self.cache, self.settings.upload_minutes * 60, now)
         # Download folders of earlier versions, one per click, in the system temp folder.
         for old in Path(tempfile.gettempdir()).glob(OLD_DOWNLOADS + "*"):
             if old.is_dir() and not old.is_symlink() and _newest_mtime(old) < now - self.settings.temp_minutes * 60:
@@ -291,6 +320,11 @@ class Housekeeper:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+def app_temp_folder(cache: Path, kind: str) -> Path:
+    """The app's own temp folder for `kind` ("images", "downloads") in the web framework's cache folder."""
+    return Path(cache) / f"{APP_TEMP_PREFIX}{kind}"
+
 
 def _roots(settings: Settings) -> tuple[Path, Path]:
     return settings.data_root, settings.weights_dir

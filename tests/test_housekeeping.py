@@ -159,6 +159,19 @@ def test_things_from_before_visits_were_recorded_get_the_longer_lifetime_from_no
     assert housekeeping.expire_visitors(settings, now + 91 * DAY) == [ALICE.key]
 
 
+def test_a_visitor_using_the_app_throughout_a_short_lifetime_never_expires(tmp_path):
+    # Visits are recorded at most every ten minutes; a lifetime shorter than that (an operator's
+    # 3 minutes, as bench.soak runs) must still count every visit that matters.
+    settings = settings_in(tmp_path, idle_days=3 / 1440)
+    own_model(settings, ALICE, "m.pt")
+    start = time.time()
+    for minute in range(12):  # a request a minute for 12 minutes, the sweep just after each
+        now = start + 60 * minute
+        housekeeping.touch(settings, ALICE, now=now)
+        assert housekeeping.expire_visitors(settings, now + 1) == [], minute
+    assert housekeeping.expire_visitors(settings, now + 4 * 60) == [ALICE.key]  # gone 3 minutes after the last
+
+
 def test_signed_in_visitors_can_be_kept_for_ever(tmp_path):
     settings = settings_in(tmp_path, signed_in_idle_days=0)
     own_model(settings, CAROL, "m.pt")
@@ -176,7 +189,7 @@ def test_an_expired_visitors_job_record_is_forgotten_and_a_running_one_kept(tmp_
     own_model(settings, ALICE, "m.pt")
     housekeeping.touch(settings, ALICE, now=time.time() - 8 * DAY)
     assert list((tmp_path / "jobs").glob("job-*.json"))
-    keeper = Housekeeper(settings, tmp_path / "downloads", tmp_path / "images", forget=manager.forget)
+    keeper = Housekeeper(settings, tmp_path / "cache", forget=manager.forget)
     keeper.sweep()
     assert manager.latest(ALICE.key) is None and not list((tmp_path / "jobs").glob("job-*.json"))
     assert not ALICE.folder(settings.weights_dir).exists()
@@ -214,8 +227,8 @@ def test_a_kill_during_an_import_is_swept_when_the_app_starts(tmp_path):
 
 def test_temp_files_go_after_their_time(tmp_path):
     settings = settings_in(tmp_path, temp_minutes=60)
-    downloads, images = tmp_path / "downloads", tmp_path / "images"
-    keeper = Housekeeper(settings, downloads, images)
+    keeper = Housekeeper(settings, tmp_path / "cache")
+    downloads, images = keeper.downloads, keeper.images
     model = own_model(settings, ALICE, "m.pt")
     copy = Path(keeper.download_copy(ALICE, str(model)))
     images.mkdir()
@@ -227,6 +240,26 @@ def test_temp_files_go_after_their_time(tmp_path):
     assert not copy.exists() and not image.exists() and model.is_file()
     keeper.sweep(now=time.time() + 200 * 60)
     assert list(downloads.rglob("*")) == []  # the empty folders go too
+
+
+def test_what_gradio_leaves_in_its_cache_goes_after_the_uploads_lifetime(tmp_path):
+    # Gradio 6 removes the uploads it saved, not the folder (one per content hash) each was in,
+    # and its File box leaves an empty tmp* file for every file it is given.
+    settings = settings_in(tmp_path, upload_minutes=60)
+    keeper = Housekeeper(settings, tmp_path / "cache")
+    emptied, upload, left_by_file_box = (tmp_path / "cache" / name for name in ("a1b2", "c3d4", "tmpk8x2_q"))
+    emptied.mkdir(parents=True)
+    (upload.mkdir(), (upload / "photo.png").write_bytes(b"png"))
+    left_by_file_box.write_bytes(b"")
+    images = keeper.images
+    images.mkdir()
+    for p in (emptied, upload, left_by_file_box, images):
+        aged(p, 61 * 60)
+    fresh = tmp_path / "cache" / "tmp_now"
+    fresh.write_bytes(b"")
+    keeper.sweep()
+    assert not emptied.exists() and not left_by_file_box.exists()
+    assert (upload / "photo.png").is_file() and fresh.is_file() and images.is_dir()  # Gradio's, young, the app's
 
 
 # -- downloads through the app -------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ..housekeeping import Housekeeper
 from ..jobs import JobManager
 from ..settings import sign_in_offered
 from ..zerogpu import on_zero_gpu
-from .common import ModelPickers, Visitors, app_temp_folder
+from .common import ModelPickers, Visitors, gradio_cache
 from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
@@ -91,7 +91,7 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                               request_bound=on_zero_gpu(), max_run_seconds=settings.max_run_seconds,
                               max_per_source=settings.max_per_address, signed_in_places=settings.signed_in_places)
     # Leftovers of work cut short, expired visitors and old temp files: swept now and every few minutes.
-    housekeeper = Housekeeper(settings, app_temp_folder("downloads"), app_temp_folder("images"),
+    housekeeper = Housekeeper(settings, gradio_cache(),
                               busy=lambda key: (job := jobs.latest(key)) is not None and job.active,
                               forget=jobs.forget)
     housekeeper.start()
