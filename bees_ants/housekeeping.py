@@ -214,12 +214,14 @@ def sweep_leftovers(settings: Settings, now: float | None = None) -> list[Path]:
 
 def sweep_temp(folder: Path, max_age: float, now: float | None = None) -> list[Path]:
     """Remove the entries of a temp folder (files, or one folder per download) older than `max_age`
-    seconds, and folders left empty."""
+    seconds, and folders left empty. Age counts from an entry's last change of any kind (ctime): a
+    download is a hard link to the checkpoint, whose modification time is when it was trained, maybe
+    days ago; linking it is a change, so the copy gets its full time from the download."""
     now = time.time() if now is None else now
     removed = []
     for p in _listing(folder):
         try:
-            old = p.lstat().st_mtime < now - max_age
+            old = p.lstat().st_ctime < now - max_age
             if p.is_dir() and not p.is_symlink():
                 removed += sweep_temp(p, max_age, now)
                 if old and not any(p.iterdir()):  # an old one: a new copy is never put into it

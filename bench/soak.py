@@ -6,9 +6,10 @@ threads watched while visitors use it the way real clients can.
 
 The app runs as it is deployed (`python app.py`, in a process of its own, its settings from the
 environment) on a scratch folder, with short budgets and lifetimes (SHORT_BUDGETS: 2 datasets and 2
-models per visitor, 2 downloads kept, temp files and uploads kept 1-2 minutes, anonymous visitors
-expiring after 3 idle minutes, sweeps every 20 s), so that whatever bounds disk and memory shows
-within minutes. Against it, at once:
+models per visitor, 2 downloads kept, downloads and shown images kept 1 minute, uploads 5 (longer
+than a request waits in the queue here, or its upload would be gone when it runs), anonymous
+visitors expiring after 3 idle minutes, sweeps every 20 s), so that whatever bounds disk and memory
+shows within minutes. Against it, at once:
 - API visitors (gradio_client, each with its own X-Bees-Ants-Key), looping: build a dataset (a zip
   imported, or, every other loop, the dataset builder's endpoints) -> train (MobileNetV2 from
   random weights, fixed extractor, 2 epochs, on 24 tiny images) -> predict -> explain (Grad-CAM) ->
@@ -64,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 SHORT_BUDGETS = {
     "BEES_ANTS_MAX_DATASETS": "2", "BEES_ANTS_MAX_MODELS": "2", "BEES_ANTS_KEEP_DOWNLOADS": "2",
-    "BEES_ANTS_TEMP_MINUTES": "1", "BEES_ANTS_UPLOAD_MINUTES": "2", "BEES_ANTS_SWEEP_MINUTES": "0.34",
+    "BEES_ANTS_TEMP_MINUTES": "1", "BEES_ANTS_UPLOAD_MINUTES": "5", "BEES_ANTS_SWEEP_MINUTES": "0.34",
     "BEES_ANTS_IDLE_DAYS": str(3 / 1440), "BEES_ANTS_MAX_RUN_SECONDS": "120", "BEES_ANTS_MAX_PER_ADDRESS": "0",
 }
 ARCH = "mobilenet_v2"  # the smallest backbone offered: a CPU trains it from random weights in seconds
@@ -89,7 +90,8 @@ class Tally:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.calls = Counter()
+        self.seconds: dict[str, list[float]] = defaultdict(list)  # of the calls that were answered
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.refusals: dict[str, Counter] = defaultdict(Counter)
         self.loops = Counter()  # per kind of client
@@ -102,9 +104,11 @@ class Tally:
             yield
         except Exception as e:
             with self.lock:
+                self.calls[endpoint] += 1
                 self.errors[endpoint].append(f"{type(e).__name__}: {e}"[:300])
             raise Failed(endpoint) from e
         with self.lock:
+            self.calls[endpoint] += 1
             self.seconds[endpoint].append(time.perf_counter() - start)
 
     def unexpected(self, where: str, e: Exception) -> None:
@@ -119,7 +123,7 @@ class Tally:
         rows = {}
         for endpoint in sorted(set(self.seconds) | set(self.errors) | set(self.refusals)):
             times = sorted(self.seconds[endpoint])
-            rows[endpoint] = {"calls": len(times) + len(self.errors[endpoint]), "errors": len(self.errors[endpoint]),
+            rows[endpoint] = {"calls": self.calls[endpoint], "errors": len(self.errors[endpoint]),
                               "refusals": sum(self.refusals[endpoint].values()),
                               "p50_s": round(percentile(times, 50), 3) if times else None,
                               "p95_s": round(percentile(times, 95), 3) if times else None,
@@ -469,15 +473,14 @@ class Agent:
             if time.monotonic() >= until:
                 return
             try:
-                asyncio.run(self.round(round_))
-                self.tally.loops["mcp agent"] += 1
-            except Failed:
-                pass
+                if asyncio.run(self.round(round_)):
+                    self.tally.loops["mcp agent"] += 1
             except Exception as e:  # the session itself failed (connect, protocol)
                 self.tally.unexpected("mcp session", e)
             time.sleep(AGENT_PAUSE)
 
-    async def round(self, round_: int) -> None:
+    async def round(self, round_: int) -> bool:
+        """One session, its calls one after the other; False once one fails (counted by `tool`)."""
         from mcp import ClientSession
         from mcp.client.streamable_http import streamable_http_client
 
@@ -486,33 +489,43 @@ class Agent:
             async with streamable_http_client(self.app.url + "gradio_api/mcp/", http_client=http) as (read, write, _):
                 async with ClientSession(read, write) as session:
                     await session.initialize()
-                    models = json.loads(await self.tool(session, "list_models", {}))["models"]
+                    listed = await self.tool(session, "list_models", {})
+                    if listed is None:
+                        return False
+                    models = json.loads(listed)["models"]
                     own = [m["model"] for m in models if m["yours"]]
                     model = own[0] if own else (models[0]["model"] if models else "")
                     seed = 1_000_000 + 1000 * self.visitor.number + round_
                     image = "data:image/png;base64," + base64.b64encode(picture(COLOURS["ants"], seed)).decode()
-                    answer = await self.tool(session, "classify", {"image": image, "model": model})
-                    if answer is not None and not json.loads(answer)["predictions"]:
-                        self.fail("classify", answer)
-                    json.loads(await self.tool(session, "training_status", {}))
+                    if await self.tool(session, "classify", {"image": image, "model": model}, refusal="no model named",
+                                       check=lambda answer: json.loads(answer)["predictions"]) is None:
+                        return False
+                    return await self.tool(session, "training_status", {}, check=lambda a: json.loads(a)["status"]) \
+                        is not None
 
-    async def tool(self, session, name: str, arguments: dict) -> str | None:
-        """The tool's answer; None for advice (a model deleted between list and classify)."""
+    async def tool(self, session, name: str, arguments: dict, refusal: str | None = None, check=bool) -> str | None:
+        """The tool's answer, or None when it failed (an error) or gave advice containing `refusal`
+        (a model deleted between list and classify: a race any agent meets). Errors are recorded
+        here, not raised: raised inside the MCP client's task group they would come out wrapped."""
         endpoint = f"mcp {name}"
-        with self.tally.call(endpoint):
+        start = time.perf_counter()
+        with self.tally.lock:
+            self.tally.calls[endpoint] += 1
+        try:
             result = await session.call_tool(name, arguments)
-        text = result.content[0].text if result.content else ""
-        if result.isError:
-            if "no model named" in text:  # the visitor deleted it meanwhile: a race a real agent meets too
+            text = result.content[0].text if result.content else ""
+            if result.isError and refusal and refusal in text:
                 self.tally.refused(endpoint, text)
                 return None
-            self.fail(endpoint, text)
-        return text
-
-    def fail(self, endpoint: str, why: str):
+            if result.isError or not check(text):
+                raise Failed(text)
+        except Exception as e:
+            with self.tally.lock:
+                self.tally.errors[endpoint].append(f"{type(e).__name__}: {e}"[:300])
+            return None
         with self.tally.lock:
-            self.tally.errors[endpoint].append(why[:300])
-        raise Failed(endpoint)
+            self.tally.seconds[endpoint].append(time.perf_counter() - start)
+        return text
 
 
 class Flood:
@@ -591,7 +604,8 @@ def what_is_kept(app: App) -> dict:
     return {"visitors with folders": len({p.name for root in (data, weights) if root.is_dir() for p in root.iterdir()}),
             "datasets": most(sum((d / "train").is_dir() for d in v.iterdir()) for v in listing(data)),
             "models": most(len(list(v.glob("*.pt"))) for v in listing(weights)),
-            "downloads": most(len(list(v.iterdir())) for v in listing(downloads))}
+            "downloads": most(len(list(v.iterdir())) for v in listing(downloads)),
+            "signed-in visitors": sum(p.read_text() == "signed-in" for p in (app.folders["weights"] / ".visits").glob("*"))}
 
 
 def listing(folder: Path) -> list[Path]:

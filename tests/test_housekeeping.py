@@ -262,6 +262,18 @@ def test_what_gradio_leaves_in_its_cache_goes_after_the_uploads_lifetime(tmp_pat
     assert (upload / "photo.png").is_file() and fresh.is_file() and images.is_dir()  # Gradio's, young, the app's
 
 
+def test_a_download_of_a_model_trained_long_ago_gets_its_full_time(tmp_path):
+    # The copy is a hard link: it shares the checkpoint's modification time (when it was trained).
+    settings = settings_in(tmp_path, temp_minutes=60)
+    keeper = Housekeeper(settings, tmp_path / "cache")
+    model = aged(own_model(settings, ALICE, "m.pt"), 3 * DAY)
+    copy = Path(keeper.download_copy(ALICE, str(model)))
+    keeper.sweep(now=time.time() + 59 * 60)
+    assert copy.is_file()
+    keeper.sweep(now=time.time() + 61 * 60)
+    assert not copy.exists() and model.is_file()
+
+
 # -- downloads through the app -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
