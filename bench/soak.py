@@ -44,7 +44,6 @@ import os
 import random
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -246,7 +245,8 @@ class App:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, **SHORT_BUDGETS, **env,
-               "BEES_ANTS_DATA_ROOT": str(self.folders["data root"]), "BEES_ANTS_WEIGHTS_DIR": str(self.folders["weights"]),
+               "BEES_ANTS_DATA_ROOT": str(self.folders["data root"]),
+               "BEES_ANTS_WEIGHTS_DIR": str(self.folders["weights"]),
                "GRADIO_TEMP_DIR": str(self.folders["gradio cache"]), "TMPDIR": str(self.folders["temp"]),
                "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_MCP_SERVER": "true"}
         if signed_in_user:  # Gradio's local sign-in: a LoginButton (OAUTH_CLIENT_ID) and a whoami to ask
@@ -579,13 +579,14 @@ def soak(root: Path, visitors: int, agents: int, seconds: float, signed_in: bool
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            point = {"t_s": round(time.monotonic() - started, 1), **app.sample(), "loops": sum(tally.loops.values())}
+            point = sample(app, tally, started)
             samples.append(point)
             log(f"{point['t_s']:7.0f} s  loops {dict(tally.loops)}  RSS {point['rss_mb']} MB  fds {point['fds']}  "
                 f"threads {point['threads']}  disk MB " + " ".join(f"{n} {point[n + ' MB']}" for n in app.folders))
+            next_sample = time.monotonic() + sample_every
             for t in threads:
-                t.join(timeout=sample_every / len(threads))
-        samples.append({"t_s": round(time.monotonic() - started, 1), **app.sample(), "loops": sum(tally.loops.values())})
+                t.join(timeout=max(0.0, next_sample - time.monotonic()))
+        samples.append(sample(app, tally, started))
         budgets = what_is_kept(app)
     finally:
         app.close()
@@ -594,6 +595,12 @@ def soak(root: Path, visitors: int, agents: int, seconds: float, signed_in: bool
             "errors": sum(len(e) for e in tally.errors.values()),
             "refusals": sum(sum(c.values()) for c in tally.refusals.values()),
             "endpoints": tally.table(), "kept": budgets, "samples": samples}
+
+
+def sample(app: App, tally: Tally, started: float) -> dict:
+    """The app process now, with the time and the visitors' whole loops done so far."""
+    loops = tally.loops[ApiVisitor.kind] + tally.loops[SignedInVisitor.kind]
+    return {"t_s": round(time.monotonic() - started, 1), **app.sample(), "loops": loops}
 
 
 def what_is_kept(app: App) -> dict:
@@ -605,7 +612,8 @@ def what_is_kept(app: App) -> dict:
             "datasets": most(sum((d / "train").is_dir() for d in v.iterdir()) for v in listing(data)),
             "models": most(len(list(v.glob("*.pt"))) for v in listing(weights)),
             "downloads": most(len(list(v.iterdir())) for v in listing(downloads)),
-            "signed-in visitors": sum(p.read_text() == "signed-in" for p in (app.folders["weights"] / ".visits").glob("*"))}
+            "signed-in visitors": sum(p.read_text() == "signed-in"
+                                      for p in (app.folders["weights"] / ".visits").glob("*"))}
 
 
 def listing(folder: Path) -> list[Path]:
@@ -626,17 +634,23 @@ RESOURCES = ("rss_mb", "fds", "threads", "data root MB", "weights MB", "gradio c
 
 
 def markdown(report: dict) -> str:
-    """The report as tables: per endpoint, then the app process at start, middle and end."""
+    """The report as tables: per endpoint; the app process at start, middle and end; and the
+    largest value of each quarter of the run, which stays level when nothing grows with the loops."""
     lines = ["| endpoint | calls | errors | refusals | p50 s | p95 s |", "|---|---|---|---|---|---|"]
     for name, row in report["endpoints"].items():
-        lines.append(f"| {name} | {row['calls']} | {row['errors']} | {row['refusals']} | {row['p50_s']} | {row['p95_s']} |")
+        lines.append(f"| {name} | {row['calls']} | {row['errors']} | {row['refusals']} | {row['p50_s']} "
+                     f"| {row['p95_s']} |")
     samples = report["samples"]
-    picks = {"start": samples[0], "middle": samples[len(samples) // 2], "end": samples[-1]}
-    lines += ["", "| | t s | loops | " + " | ".join(RESOURCES) + " |", "|---" * (len(RESOURCES) + 3) + "|"]
-    for label, s in picks.items():
+    header = ["", "| | t s | loops | " + " | ".join(RESOURCES) + " |", "|---" * (len(RESOURCES) + 3) + "|"]
+    lines += header
+    for label, s in (("start", samples[0]), ("middle", samples[len(samples) // 2]), ("end", samples[-1])):
         lines.append(f"| {label} | {s['t_s']:.0f} | {s['loops']} | " + " | ".join(str(s[r]) for r in RESOURCES) + " |")
-    top = {r: max(s[r] for s in samples) for r in RESOURCES}
-    lines.append("| max | | | " + " | ".join(str(top[r]) for r in RESOURCES) + " |")
+    lines += header
+    n = len(samples)
+    for q in range(4):
+        part = samples[q * n // 4:(q + 1) * n // 4] or samples[-1:]
+        lines.append(f"| max, quarter {q + 1} | ≤{part[-1]['t_s']:.0f} | {part[-1]['loops']} | "
+                     + " | ".join(str(max(s[r] for s in part)) for r in RESOURCES) + " |")
     return "\n".join(lines)
 
 
@@ -649,7 +663,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flood", action="store_true")
     ap.add_argument("--root", type=Path, help="scratch folder (default: a new temp folder, removed after)")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
+    ap.add_argument("--table", action="store_true", help="only print the tables of the report in --out")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
     root = args.root or Path(tempfile.mkdtemp(prefix="bees_ants-soak-"))
     try:
         report = soak(root, args.visitors, args.agents, args.minutes * 60, signed_in=not args.no_signed_in,
