@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .device import exporting
 from .errors import MissingExtra
 
 META_FILE = "bees_ants.json"  # the .pt2's extra file and the .onnx's metadata key
@@ -86,7 +87,8 @@ def _checkpoint(checkpoint: str | os.PathLike | Checkpoint) -> Checkpoint:
 def export_program(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike | None = None) -> Path:
     """The checkpoint as a torch.export program; default path: the checkpoint's, with .pt2."""
     ckpt = _checkpoint(checkpoint)
-    program, info = traced(ckpt)
+    with exporting:  # no training step meanwhile (device.exporting)
+        program, info = traced(ckpt)
     output = Path(output) if output else Path(ckpt.path).with_suffix(".pt2")
     return _save_atomically(output, lambda tmp: torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(info)}))
 
@@ -100,9 +102,10 @@ def export_onnx(checkpoint: str | os.PathLike | Checkpoint, output: str | os.Pat
         except ImportError:
             raise MissingExtra("ONNX export", package) from None
     ckpt = _checkpoint(checkpoint)
-    program, info = traced(ckpt)
-    onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                                     dynamo=True, verbose=False)
+    with exporting:  # no training step meanwhile (device.exporting)
+        program, info = traced(ckpt)
+        onnx_program = torch.onnx.export(program, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                         dynamo=True, verbose=False)
     onnx_program.model.metadata_props[META_FILE] = json.dumps(info)
     output = Path(output) if output else Path(ckpt.path).with_suffix(".onnx")
     return _save_atomically(output, lambda tmp: onnx_program.save(tmp, external_data=False))

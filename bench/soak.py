@@ -102,17 +102,24 @@ class Tally:
         try:
             yield
         except Exception as e:
-            with self.lock:
-                self.calls[endpoint] += 1
-                self.errors[endpoint].append(f"{type(e).__name__}: {e}"[:300])
+            self.answered(endpoint, None)
+            self.error(endpoint, f"{type(e).__name__}: {e}")
             raise Failed(endpoint) from e
+        self.answered(endpoint, time.perf_counter() - start)
+
+    def answered(self, endpoint: str, seconds: float | None) -> None:
+        """One call of `endpoint`, answered after `seconds` (None: it raised)."""
         with self.lock:
             self.calls[endpoint] += 1
-            self.seconds[endpoint].append(time.perf_counter() - start)
+            if seconds is not None:
+                self.seconds[endpoint].append(seconds)
+
+    def error(self, where: str, what: str) -> None:
+        with self.lock:
+            self.errors[where].append(what[-600:])
 
     def unexpected(self, where: str, e: Exception) -> None:
-        with self.lock:
-            self.errors[where].append("".join(traceback.format_exception(e))[-600:])
+        self.error(where, "".join(traceback.format_exception(e)))
 
     def refused(self, endpoint: str, why: str) -> None:
         with self.lock:
@@ -423,8 +430,7 @@ class ApiVisitor:
         self.fail("train", "refused for two minutes")
 
     def fail(self, endpoint: str, why: str):
-        with self.tally.lock:
-            self.tally.errors[endpoint].append(why[:300])
+        self.tally.error(endpoint, why)
         raise Failed(endpoint)
 
 
@@ -509,23 +515,24 @@ class Agent:
         here, not raised: raised inside the MCP client's task group they would come out wrapped."""
         endpoint = f"mcp {name}"
         start = time.perf_counter()
-        with self.tally.lock:
-            self.tally.calls[endpoint] += 1
         try:
             result = await session.call_tool(name, arguments)
-            text = result.content[0].text if result.content else ""
-            if result.isError and refusal and refusal in text:
-                self.tally.refused(endpoint, text)
-                return None
-            if result.isError or not check(text):
-                raise Failed(text)
         except Exception as e:
-            with self.tally.lock:
-                self.tally.errors[endpoint].append(f"{type(e).__name__}: {e}"[:300])
+            self.tally.answered(endpoint, None)
+            self.tally.error(endpoint, f"{type(e).__name__}: {e}")
             return None
-        with self.tally.lock:
-            self.tally.seconds[endpoint].append(time.perf_counter() - start)
-        return text
+        self.tally.answered(endpoint, time.perf_counter() - start)
+        text = result.content[0].text if result.content else ""
+        if result.isError and refusal and refusal in text:
+            self.tally.refused(endpoint, text)
+            return None
+        try:
+            if not result.isError and check(text):
+                return text
+        except (ValueError, KeyError, TypeError):  # not the JSON it promises
+            pass
+        self.tally.error(endpoint, text)
+        return None
 
 
 class Flood:

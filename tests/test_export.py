@@ -127,3 +127,31 @@ def test_onnx_export_without_its_extra_says_what_to_install(trained_checkpoint, 
     with pytest.raises(MissingExtra, match="pip install -r requirements-extras.txt"):
         export_onnx(trained_checkpoint, tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_trains_while_another_is_exported(trained_checkpoint, tmp_path):
+    # torch.export marks the whole process as exporting, and every @torch._disable_dynamo function
+    # (the optimizer's zero_grad and step) then edits trace metadata shared by all threads: in the
+    # app a run failed with "KeyError: 'custom'" while a visitor exported a model (bench.soak).
+    import threading
+
+    from bees_ants.train import TrainingRun
+    from conftest import make_dataset, small_config
+
+    # The fixed extractor on cached features: thousands of tiny optimizer steps while the export runs.
+    run = TrainingRun(small_config(make_dataset(tmp_path / "data", n_train=16), tmp_path, arch="mobilenet_v2",
+                                   epochs=60, batch_size=1))
+    failure = []
+
+    def train():
+        try:
+            list(run)
+        except Exception as e:
+            failure.append(e)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    for i in range(2):  # a run of 60 short epochs outlasts these
+        export_onnx(trained_checkpoint, tmp_path / f"m{i}.onnx")
+    trainer.join()
+    assert failure == [] and run.status == "completed", failure
