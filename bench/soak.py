@@ -44,6 +44,7 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,16 +140,12 @@ class Tally:
 
 
 def reason(text: str) -> str:
-    """A refusal's gist, so that counts group by kind: its words up to the first digit or colon."""
+    """A refusal's gist, so that counts group by kind: its first words, numbers as N."""
     text = text.replace("*", "").replace(ADVICE, "").strip()
     for mark in ("Not started:", "Not imported:", "Not created:"):
         text = text.split(mark, 1)[-1].strip()
-    words = []
-    for word in text.split():
-        if any(c.isdigit() for c in word) or len(words) == 6:
-            break
-        words.append(word)
-    return " ".join(words)
+    words = ["N" if any(c.isdigit() for c in word) else word for word in text.split()]
+    return " ".join(words[:8]).rstrip(",;:")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -196,7 +193,6 @@ def new_key() -> str:
 # -- the app under test ---------------------------------------------------------------------------
 
 def free_port() -> int:
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -210,7 +206,8 @@ def shared_model(root: Path) -> Path:
         for k, (cls, colour) in enumerate(COLOURS.items()):
             for i in range(n):
                 (data / split / cls).mkdir(parents=True, exist_ok=True)
-                (data / split / cls / f"{i}.png").write_bytes(picture(colour, 10_000 * (split == "val") + 100 * k + i))
+                seed = 10_000 * (split == "val") + 100 * k + i
+                (data / split / cls / f"{i}.png").write_bytes(picture(colour, seed))
     from bees_ants.train import TrainConfig, TrainingRun
     list(TrainingRun(TrainConfig(data_dir=str(data), arch=ARCH, mode="fixed", epochs=1, batch_size=8,
                                  backbone_weights=None, out_dir=str(root / "weights"))))
@@ -251,6 +248,7 @@ class App:
             f.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.whoami = None
         env = {**os.environ, **SHORT_BUDGETS, **env,
                "BEES_ANTS_DATA_ROOT": str(self.folders["data root"]),
                "BEES_ANTS_WEIGHTS_DIR": str(self.folders["weights"]),
@@ -295,6 +293,9 @@ class App:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+        if self.whoami:
+            self.whoami.server.shutdown()
+            self.whoami.server.server_close()
 
 
 def usage(folder: Path) -> tuple[int, int]:
