@@ -6,7 +6,6 @@ Used by train, predict, jobs, ui and bench alike, so each of these stays about i
 from __future__ import annotations
 
 import os
-import threading
 
 import torch
 import torch.distributed as dist
@@ -15,14 +14,6 @@ from .settings import zero_gpu_space
 
 # True in a ZeroGPU GPU worker (set by zerogpu.gpu_task): the one process on such a Space whose CUDA is real.
 in_gpu_worker = False
-
-# torch.export marks the whole process as exporting (a global flag), and while it is set every
-# @torch._disable_dynamo function, the optimizer's among them, edits trace metadata that all
-# threads share: a training step in one thread during an export in another failed with
-# "KeyError: 'custom'" (in the app: a visitor exporting while another trained; bench.soak). So an
-# export (export.py) and the optimizer's calls (train.py) take turns: a run waits at most one
-# export, an export at most one training step.
-exporting = threading.Lock()
 
 
 def cuda_usable() -> bool:

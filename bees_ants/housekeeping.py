@@ -212,16 +212,20 @@ def sweep_leftovers(settings: Settings, now: float | None = None) -> list[Path]:
     return removed
 
 
-def sweep_temp(folder: Path, max_age: float, now: float | None = None) -> list[Path]:
+def sweep_temp(folder: Path, max_age: float, now: float | None = None, keep: tuple[str, ...] = ()) -> list[Path]:
     """Remove the entries of a temp folder (files, or one folder per download) older than `max_age`
-    seconds, and folders left empty. Age counts from an entry's last change of any kind (ctime): a
-    download is a hard link to the checkpoint, whose modification time is when it was trained, maybe
-    days ago; linking it is a change, so the copy gets its full time from the download."""
+    seconds, and folders left empty, but those whose names start with `keep`. Age counts from an
+    entry's last change of any kind (its ctime, or a later mtime): a download is a hard link to the
+    checkpoint, whose modification time is when it was trained, maybe days ago; linking it is a
+    change, so the copy gets its full time from the download."""
     now = time.time() if now is None else now
     removed = []
     for p in _listing(folder):
+        if keep and p.name.startswith(keep):
+            continue
         try:
-            old = p.lstat().st_ctime < now - max_age
+            st = p.lstat()
+            old = max(st.st_mtime, st.st_ctime) < now - max_age
             if p.is_dir() and not p.is_symlink():
                 removed += sweep_temp(p, max_age, now)
                 if old and not any(p.iterdir()):  # an old one: a new copy is never put into it
@@ -230,32 +234,6 @@ def sweep_temp(folder: Path, max_age: float, now: float | None = None) -> list[P
                 p.unlink()
                 removed.append(p)
         except OSError:  # removed or filled meanwhile
-            continue
-    return removed
-
-
-def sweep_gradio_cache(folder: Path, max_age: float, now: float | None = None) -> list[Path]:
-    """Remove what Gradio leaves in its cache folder and never removes itself (6.x): its own
-    sweep (delete_cache) removes the files it saved but not the folder each one was saved in (one
-    per content hash), and its File box makes an empty `tmp*` file there for every file it is
-    given, which nothing uses or removes. Both go once older than `max_age` (the uploads'
-    lifetime: a folder's time is when its last file went). The app's own folders in there
-    (APP_TEMP_PREFIX) are swept by sweep_temp. An upload of the very same content in the instant
-    its old empty folder is removed would fail and be sent again; nothing is lost."""
-    now = time.time() if now is None else now
-    removed = []
-    for p in _listing(folder):
-        try:
-            if p.name.startswith(APP_TEMP_PREFIX) or p.is_symlink() or p.lstat().st_mtime >= now - max_age:
-                continue
-            if p.is_dir():
-                p.rmdir()  # only an empty one: what is in the others is Gradio's to remove
-            elif p.name.startswith("tmp") and p.stat().st_size == 0:
-                p.unlink()
-            else:
-                continue
-            removed.append(p)
-        except OSError:  # not empty, or removed meanwhile
             continue
     return removed
 
@@ -281,7 +259,15 @@ def download_copy(folder: Path, visitor: Visitor, path: str, keep: int) -> str:
 class Housekeeper:
     """The app's sweeps: leftovers, expired visitors and temp folders, at start and then every
     `sweep_minutes` in a daemon thread. `cache` is the web framework's cache folder; the app's own
-    temp folders are in it (downloads, images), so it serves them without copying them again."""
+    temp folders are in it (downloads, images), so it serves them without copying them again.
+
+    The rest of that folder is Gradio's: uploads (a folder per content hash), its copies of what the
+    app shows, the pictures MCP agents send inline, and an empty `tmp*` file its File box makes for
+    every file it is given. All of it goes after `upload_minutes` (ctime, as Gradio's own rule).
+    Gradio's own sweep (delete_cache) is not used: in 6.x it stops for good the first time a file
+    arrives while it runs ("Set changed size during iteration", seen with bench.soak), and never
+    removes the agents' pictures, the folders or the tmp* files. The folder is taken to be this
+    app's alone, as on a Space: a file a component showed from the start would go too (there is none)."""
 
     def __init__(self, settings: Settings, cache: Path,
                  busy: Callable[[str], bool] = lambda key: False, forget: Callable[[str], object] = lambda key: None):
@@ -298,21 +284,23 @@ class Housekeeper:
         expire_visitors(self.settings, now, self.busy, self.forget)
         for folder in (self.downloads, self.images):
             sweep_temp(folder, self.settings.temp_minutes * 60, now)
-        sweep_gradio_cache(self.cache, self.settings.upload_minutes * 60, now)
+        sweep_temp(self.cache, self.settings.upload_minutes * 60, now, keep=(APP_TEMP_PREFIX,))
         # Download folders of earlier versions, one per click, in the system temp folder.
         for old in Path(tempfile.gettempdir()).glob(OLD_DOWNLOADS + "*"):
             if old.is_dir() and not old.is_symlink() and _newest_mtime(old) < now - self.settings.temp_minutes * 60:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def start(self) -> None:
-        """Sweep now, then every `sweep_minutes` until the process ends."""
+    def start(self, then: Callable[[], object] = lambda: None) -> None:
+        """Sweep now, then every `sweep_minutes` until the process ends; `then()` after each sweep."""
         self.sweep()
+        then()
         interval = self.settings.sweep_minutes * 60
 
         def loop():
             while not self._stop.wait(interval):
                 try:
                     self.sweep()
+                    then()
                 except Exception:  # a sweep that failed must not stop the next ones
                     log.exception("housekeeping sweep failed")
         threading.Thread(target=loop, name="bees_ants-housekeeping", daemon=True).start()

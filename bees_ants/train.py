@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import new_checkpoint_path, run_meta, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, Split, eval_batches, load_dataset, memory_budget_bytes, train_batches
-from .device import (autocast, batch_slices, describe_device, exporting, inference_batch_size, pick_device,
+from .device import (autocast, batch_slices, describe_device, inference_batch_size, pick_device,
                      rank_and_world)
 from .models import (Preprocessing, after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before,
                      get_head, headless, preprocessing_for)
@@ -347,13 +347,12 @@ class TrainingRun:
 
     def _fit_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One optimisation step on `self.trained`; returns (summed loss, correct predictions)."""
-        with exporting:  # not while another thread exports a model (device.exporting)
-            with self._autocast():
-                out = self.trained(x)
-                loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+        with self._autocast():
+            out = self.trained(x)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
         return loss.item() * len(y), (out.argmax(1) == y).sum().item()
 
     def _train_batches(self, epoch: int):
@@ -472,13 +471,11 @@ class TrainingRun:
             return
         best = {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
                 "state_dict": self.best.state_dict}
-        with exporting:  # the optimizer's state_dict too (device.exporting)
-            save_resume_state(self.checkpoint_path, self.config, epoch, self.model, self.optimizer, self.scheduler,
-                              self.history, best)
+        save_resume_state(self.checkpoint_path, self.config, epoch, self.model, self.optimizer, self.scheduler,
+                          self.history, best)
 
     def _restore(self, state: dict) -> None:
-        with exporting:
-            restore_training_state(state, self.model, self.optimizer, self.scheduler)
+        restore_training_state(state, self.model, self.optimizer, self.scheduler)
         self.history = [EpochRecord(**r) for r in state["history"]]
         b = state["best"]
         self.best = Best(b["val_acc"], b["val_loss"], b["epoch"], {k: v.to(self.device) for k, v in b["state_dict"].items()})

@@ -242,24 +242,36 @@ def test_temp_files_go_after_their_time(tmp_path):
     assert list(downloads.rglob("*")) == []  # the empty folders go too
 
 
-def test_what_gradio_leaves_in_its_cache_goes_after_the_uploads_lifetime(tmp_path):
-    # Gradio 6 removes the uploads it saved, not the folder (one per content hash) each was in,
-    # and its File box leaves an empty tmp* file for every file it is given.
-    settings = settings_in(tmp_path, upload_minutes=60)
-    keeper = Housekeeper(settings, tmp_path / "cache")
-    emptied, upload, left_by_file_box = (tmp_path / "cache" / name for name in ("a1b2", "c3d4", "tmpk8x2_q"))
-    emptied.mkdir(parents=True)
-    (upload.mkdir(), (upload / "photo.png").write_bytes(b"png"))
-    left_by_file_box.write_bytes(b"")
-    images = keeper.images
-    images.mkdir()
-    for p in (emptied, upload, left_by_file_box, images):
-        aged(p, 61 * 60)
-    fresh = tmp_path / "cache" / "tmp_now"
-    fresh.write_bytes(b"")
-    keeper.sweep()
-    assert not emptied.exists() and not left_by_file_box.exists()
-    assert (upload / "photo.png").is_file() and fresh.is_file() and images.is_dir()  # Gradio's, young, the app's
+def test_what_gradio_keeps_in_its_cache_goes_after_the_uploads_lifetime(tmp_path):
+    # Gradio 6's own sweep stops for good under concurrent uploads; the app sweeps its cache folder:
+    # uploads (a folder per content hash), the empty tmp* file its File box leaves per file, and
+    # their folders, but not the app's own temp folders (their own, shorter, lifetime).
+    settings = settings_in(tmp_path, upload_minutes=60, temp_minutes=1)
+    cache = tmp_path / "cache"
+    keeper = Housekeeper(settings, cache)
+    old_upload, new_upload = cache / "a1b2" / "photo.png", cache / "c3d4" / "photo.png"
+    left_by_file_box, fresh_tmp = cache / "tmpk8x2_q", cache / "tmp_now"
+    for f in (old_upload, new_upload, left_by_file_box, fresh_tmp):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"" if f.name.startswith("tmp") else b"png")
+    keeper.images.mkdir()
+    later = time.time() + 61 * 60
+    for f in (new_upload, fresh_tmp):  # arrived an hour after the others
+        f.write_bytes(f.read_bytes())
+        os.utime(f, (later, later))
+    keeper.sweep(now=later)
+    assert not old_upload.parent.exists() and not left_by_file_box.exists()
+    assert new_upload.is_file() and fresh_tmp.is_file() and keeper.images.is_dir()
+
+
+def test_gradio_forgets_the_files_the_app_swept(tmp_path):
+    from bees_ants.ui import build_app, forget_removed_files
+    app = build_app(app_settings(tmp_path))
+    gone, there = tmp_path / "gone.png", tmp_path / "there.png"
+    there.write_bytes(b"png")
+    app.temp_file_sets[0].update({str(gone), str(there)})
+    forget_removed_files(app)
+    assert str(there) in app.temp_file_sets[0] and str(gone) not in app.temp_file_sets[0]
 
 
 def test_a_download_of_a_model_trained_long_ago_gets_its_full_time(tmp_path):
