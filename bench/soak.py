@@ -198,9 +198,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def shared_model(root: Path) -> Path:
-    """The tiny dataset every visitor may use, and a model trained on it in the shared weights
-    folder (what the flood trains on, and what an agent classifies with before its visitor has a model)."""
+def shared_dataset(root: Path) -> Path:
+    """The tiny dataset every visitor may use (what the flood trains on)."""
     data = root / "shared-data"
     for split, n in (("train", 8), ("val", 4)):
         for k, (cls, colour) in enumerate(COLOURS.items()):
@@ -208,10 +207,14 @@ def shared_model(root: Path) -> Path:
                 (data / split / cls).mkdir(parents=True, exist_ok=True)
                 seed = 10_000 * (split == "val") + 100 * k + i
                 (data / split / cls / f"{i}.png").write_bytes(picture(colour, seed))
+    return data
+
+
+def train_shared_model(data: Path, weights: Path) -> None:
+    """A model of the shared weights folder: what an agent classifies with before its visitor has one."""
     from bees_ants.train import TrainConfig, TrainingRun
     list(TrainingRun(TrainConfig(data_dir=str(data), arch=ARCH, mode="fixed", epochs=1, batch_size=8,
-                                 backbone_weights=None, out_dir=str(root / "weights"))))
-    return data
+                                 backbone_weights=None, out_dir=str(weights))))
 
 
 class WhoAmI:
@@ -260,18 +263,19 @@ class App:
         self.log = open(root / "app.log", "w")
         self.process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
+
+    def wait_until_up(self, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
         while True:
             if self.process.poll() is not None:
-                raise SystemExit(f"the app exited ({self.process.returncode}); see {root / 'app.log'}")
+                raise SystemExit(f"the app exited ({self.process.returncode}); see {self.root / 'app.log'}")
             try:
                 if httpx.get(self.url, timeout=5).status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                self.close()
-                raise SystemExit(f"the app did not answer within 180 s; see {root / 'app.log'}")
+                raise SystemExit(f"the app did not answer within {seconds:.0f} s; see {self.root / 'app.log'}")
             time.sleep(0.5)
 
     def sample(self) -> dict:
@@ -321,8 +325,8 @@ class ApiVisitor:
 
     kind = "api visitor"
 
-    def __init__(self, app: App, tally: Tally, number: int, scratch: Path, churn: bool = True):
-        self.app, self.tally, self.number, self.churn = app, tally, number, churn
+    def __init__(self, app: App, tally: Tally, number: int, scratch: Path, exports: bool = True, churn: bool = True):
+        self.app, self.tally, self.number, self.exports, self.churn = app, tally, number, exports, churn
         self.scratch = scratch / f"{self.kind.replace(' ', '-')}-{number}"
         self.key = new_key()
         self.datasets: list[str] = []  # own datasets and models, oldest first: what a budget refusal deletes
@@ -372,7 +376,8 @@ class ApiVisitor:
         explained = value(self.call("explain", model, shown[:2])["explained"]) or []
         if len(explained) != 2:
             self.fail("explain", f"{len(explained)} heatmaps for 2 files")
-        for endpoint, suffix in (("export_onnx", ".onnx"), ("download_checkpoint", ".pt")):
+        takeaways = (("export_onnx", ".onnx"),) * self.exports + (("download_checkpoint", ".pt"),)
+        for endpoint, suffix in takeaways:
             got = value(self.call(endpoint, model)["model-file"])
             if not (got and Path(got).suffix == suffix and Path(got).stat().st_size > 0):
                 self.fail(endpoint, f"no {suffix} file handed over: {got!r}")
@@ -441,8 +446,8 @@ class SignedInVisitor(ApiVisitor):
 
     kind = "signed-in visitor"
 
-    def __init__(self, app: App, tally: Tally, number: int, scratch: Path):
-        super().__init__(app, tally, number, scratch, churn=False)
+    def __init__(self, app: App, tally: Tally, number: int, scratch: Path, exports: bool = True):
+        super().__init__(app, tally, number, scratch, exports, churn=False)
 
     def connect(self):
         from gradio_client import Client
@@ -567,18 +572,23 @@ class Flood:
 # -- the run --------------------------------------------------------------------------------------
 
 def soak(root: Path, visitors: int, agents: int, seconds: float, signed_in: bool = True, flood: bool = True,
-         sample_every: float = SAMPLE_EVERY, env: dict[str, str] | None = None, log=print) -> dict:
-    """Run the app on `root` with these clients for `seconds`; the report (see `main`)."""
-    log("preparing the shared dataset and model…")
-    shared = shared_model(root)
+         exports: bool = True, sample_every: float = SAMPLE_EVERY, env: dict[str, str] | None = None,
+         log=print) -> dict:
+    """Run the app on `root` with these clients for `seconds`; the report (see `main`). Without
+    `exports`, the visitors' loops leave out the ONNX export (tens of seconds on a small CPU)."""
+    shared = shared_dataset(root)
     app = App(root, {"BEES_ANTS_DATASETS": str(shared), **(env or {})}, "soak-signed-in" if signed_in else None)
-    tally, samples, started = Tally(), [], time.monotonic()
+    tally, samples = Tally(), []
     try:
+        log("training the shared model while the app starts…")
+        train_shared_model(shared, app.folders["weights"])
+        app.wait_until_up()
+        started = time.monotonic()
         log(f"app up at {app.url} (pid {app.process.pid}); clients for {seconds:.0f} s")
         scratch = root / "clients"
-        people = [ApiVisitor(app, tally, i, scratch) for i in range(visitors)]
+        people = [ApiVisitor(app, tally, i, scratch, exports) for i in range(visitors)]
         if signed_in:
-            people.append(SignedInVisitor(app, tally, visitors, scratch))
+            people.append(SignedInVisitor(app, tally, visitors, scratch, exports))
         actors = people + [Agent(app, tally, people[i % len(people)]) for i in range(agents)]
         if flood:
             actors.append(Flood(app, tally, shared, scratch))
@@ -598,7 +608,8 @@ def soak(root: Path, visitors: int, agents: int, seconds: float, signed_in: bool
         budgets = what_is_kept(app)
     finally:
         app.close()
-    return {"visitors": visitors, "agents": agents, "signed_in": signed_in, "flood": flood, "seconds": seconds,
+    return {"visitors": visitors, "agents": agents, "signed_in": signed_in, "flood": flood, "exports": exports,
+            "seconds": seconds,
             "settings": {**SHORT_BUDGETS, **(env or {})}, "loops": dict(tally.loops),
             "errors": sum(len(e) for e in tally.errors.values()),
             "refusals": sum(sum(c.values()) for c in tally.refusals.values()),
