@@ -8,6 +8,9 @@ Which file where:
   browsers (onnxruntime-web), mobile and other languages; predictions agree to ~1e-6. ONNX export
   needs the optional packages onnx and onnxscript (requirements-extras.txt).
 
+The app exports with `export_apart`, in a process of its own: torch.export changes state of the
+whole process, which other threads training meanwhile would trip over.
+
 Both take uint8 RGB crops, (N, 3, crop, crop) for any N, and return class probabilities —
 normalisation is baked in — and carry the class names and the resize/crop recipe:
 

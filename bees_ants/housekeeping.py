@@ -11,7 +11,8 @@ removed after use or counted against a budget (the numbers: settings.py, BEES_AN
   uses their things (catalog calls `touch`); <weights dir>/.visits/<key> records its time.
 - downloads and exports handed to a browser are copies in a folder per visitor, the newest
   `keep_downloads` kept, each removed after `temp_minutes`; images shown in galleries go after
-  `temp_minutes` too.
+  `temp_minutes` too. The rest of Gradio's cache folder (uploads and the like) goes after
+  `upload_minutes` (see `Housekeeper`).
 - leftovers of work cut short by a kill (an import's .import-* folder, a draft's check-* files, a
   save's hidden .tmp file, a half-removed folder) are swept once older than LEFTOVER_SECONDS, which
   work still running never is: at start and every `sweep_minutes` (`Housekeeper`).

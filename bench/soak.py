@@ -31,6 +31,7 @@ advice), refusals (advice: a budget, the one-job rule), and latency (p50/p95; /t
 wait in the queue and the whole run). Sampled every few seconds: the app process's RSS, open file
 descriptors and threads, and the bytes and files under each folder the app writes (data root,
 weights folder, Gradio's cache folder with the app's own temp folders in it, its system temp folder).
+`soak()` is the same run for tests (tests/test_soak.py: 10 s, without the ONNX export).
 """
 from __future__ import annotations
 
