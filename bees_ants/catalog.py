@@ -23,7 +23,7 @@ from .checkpoint import Checkpoint, Listed, checkpoint_meta, list_checkpoint_met
 from .data import SPLITS, DatasetDownloadError, ensure_hymenoptera
 from .draft import Draft
 from .errors import UserError
-from .export import export_onnx, export_program
+from .export import export_apart
 from .housekeeping import remove_folder, require_room, touch
 from .webpage import export_web
 from .config import DEFAULT_ARCH, arch_of_file
@@ -358,13 +358,14 @@ def resumable_checkpoint(settings: Settings, visitor: Visitor, path) -> str:
 
 def exported_program(settings: Settings, visitor: Visitor, path: str) -> str:
     """The checkpoint's torch.export program (<checkpoint>.pt2, next to it), exported unless an
-    up-to-date one is already there. `path` must be one of the visitor's checkpoints."""
-    return _exported(check_checkpoint(settings, visitor, path), ".pt2", export_program)
+    up-to-date one is already there. `path` must be one of the visitor's checkpoints. Exported in
+    a process of its own (export.export_apart): the app trains in other threads meanwhile."""
+    return _exported(check_checkpoint(settings, visitor, path), ".pt2", functools.partial(export_apart, "pt2"))
 
 
 def exported_onnx(settings: Settings, visitor: Visitor, path: str) -> str:
     """The same for its ONNX model (<checkpoint>.onnx)."""
-    return _exported(check_checkpoint(settings, visitor, path), ".onnx", export_onnx)
+    return _exported(check_checkpoint(settings, visitor, path), ".onnx", functools.partial(export_apart, "onnx"))
 
 
 def exported_web_page(settings: Settings, visitor: Visitor, path: str) -> str:

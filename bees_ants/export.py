@@ -8,6 +8,9 @@ Which file where:
   browsers (onnxruntime-web), mobile and other languages; predictions agree to ~1e-6. ONNX export
   needs the optional packages onnx and onnxscript (requirements-extras.txt).
 
+The app exports with `export_apart`, in a process of its own: torch.export changes state of the
+whole process, which other threads training meanwhile would trip over.
+
 Both take uint8 RGB crops, (N, 3, crop, crop) for any N, and return class probabilities —
 normalisation is baked in — and carry the class names and the resize/crop recipe:
 
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import MissingExtra
+from .errors import MissingExtra, UserError
 
 META_FILE = "bees_ants.json"  # the .pt2's extra file and the .onnx's metadata key
 ONNX_INPUT, ONNX_OUTPUT = "crops", "probabilities"
@@ -106,3 +111,22 @@ def export_onnx(checkpoint: str | os.PathLike | Checkpoint, output: str | os.Pat
     onnx_program.model.metadata_props[META_FILE] = json.dumps(info)
     output = Path(output) if output else Path(ckpt.path).with_suffix(".onnx")
     return _save_atomically(output, lambda tmp: onnx_program.save(tmp, external_data=False))
+
+
+def export_apart(fmt: str, checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """`export_program` (fmt "pt2") or `export_onnx` ("onnx") in a process of its own (this
+    project's command line), for a process in which other threads train, as the app's do.
+    torch.export sets process-wide state: while it runs, every @torch._disable_dynamo function
+    (torch.manual_seed, the optimizer's zero_grad and step, ...) edits trace metadata that all
+    threads share, and in the app a run failed with "KeyError: 'custom'" while a visitor exported
+    a model (bench.soak). A few seconds of start-up, once per model: the app keeps the file."""
+    package_parent = str(Path(__file__).resolve().parent.parent)  # importable whatever the working folder
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_parent, os.environ.get("PYTHONPATH"))))}
+    done = subprocess.run([sys.executable, "-m", "bees_ants", "export", str(checkpoint), "--format", fmt,
+                           "--output", str(output)], capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        if done.returncode == 2 and last.startswith("error: "):  # the command line's advice (a UserError)
+            raise UserError(last.removeprefix("error: "))
+        raise RuntimeError(f"python -m bees_ants export failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return Path(output)

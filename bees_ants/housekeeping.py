@@ -11,10 +11,11 @@ removed after use or counted against a budget (the numbers: settings.py, BEES_AN
   uses their things (catalog calls `touch`); <weights dir>/.visits/<key> records its time.
 - downloads and exports handed to a browser are copies in a folder per visitor, the newest
   `keep_downloads` kept, each removed after `temp_minutes`; images shown in galleries go after
-  `temp_minutes` too.
+  `temp_minutes` too. The rest of Gradio's cache folder (uploads and the like) goes after
+  `upload_minutes` (see `Housekeeper`).
 - leftovers of work cut short by a kill (an import's .import-* folder, a draft's check-* files, a
   save's hidden .tmp file, a half-removed folder) are swept once older than LEFTOVER_SECONDS, which
-  work still running never is: at start and every SWEEP_SECONDS (`Housekeeper`).
+  work still running never is: at start and every `sweep_minutes` (`Housekeeper`).
 Every function takes the time as `now`, so tests move the clock instead of waiting.
 """
 from __future__ import annotations
@@ -37,7 +38,6 @@ from .visitors import PRIVATE_FOLDER, Visitor
 log = logging.getLogger(__name__)
 
 LEFTOVER_SECONDS = 600     # older than this, a work file belongs to no running work (saves, imports, checks)
-SWEEP_SECONDS = 600        # how often the app sweeps
 TOUCH_SECONDS = 600        # a visit is recorded at most this often per visitor: expiry counts days
 SPACE_USAGE_SECONDS = 60   # how long the server-wide byte count is reused
 VISITS = ".visits"         # <weights dir>/.visits/<key>: mtime = last visit; text = "signed-in" or "anonymous"
@@ -47,6 +47,7 @@ DAY = 86_400.0
 # Draft.remove_class), where nothing else lives. A dataset's name never starts with a dot.
 HIDDEN_LEFTOVERS = (".import-", ".expired-")
 DRAFT_LEFTOVERS = ("check-", "removed-")
+APP_TEMP_PREFIX = "bees_ants-"  # the app's own temp folders in Gradio's cache folder (app_temp_folder)
 # Temp folders of versions before this module (catalog.download_copy), in the system temp folder.
 OLD_DOWNLOADS = "bees_ants-download-"
 
@@ -133,14 +134,17 @@ _touched: dict[tuple[Path, str], float] = {}  # (weights dir, key) -> when its v
 
 
 def touch(settings: Settings, visitor: Visitor, now: float | None = None) -> None:
-    """Record that `visitor` used the app now (at most every TOUCH_SECONDS: a visit costs nothing).
+    """Record that `visitor` used the app now (at most every TOUCH_SECONDS, or a tenth of their
+    lifetime when that is shorter: a visitor in the middle of using the app must never look idle).
     The anonymous visitor owns nothing, so has nothing to expire."""
     if visitor.anonymous:
         return
     now = time.time() if now is None else now
     record = settings.weights_dir / VISITS / visitor.key
     last = _touched.get((record.parent, visitor.key))
-    if last is not None and 0 <= now - last < TOUCH_SECONDS:
+    days = settings.signed_in_idle_days if visitor.signed_in else settings.idle_days
+    every = min(TOUCH_SECONDS, days * DAY / 10) if days > 0 else TOUCH_SECONDS
+    if last is not None and 0 <= now - last < every:
         return
     if len(_touched) > 100_000:  # forget who was seen recently; they are recorded again on their next request
         _touched.clear()
@@ -209,14 +213,20 @@ def sweep_leftovers(settings: Settings, now: float | None = None) -> list[Path]:
     return removed
 
 
-def sweep_temp(folder: Path, max_age: float, now: float | None = None) -> list[Path]:
+def sweep_temp(folder: Path, max_age: float, now: float | None = None, keep: tuple[str, ...] = ()) -> list[Path]:
     """Remove the entries of a temp folder (files, or one folder per download) older than `max_age`
-    seconds, and folders left empty."""
+    seconds, and folders left empty, but those whose names start with `keep`. Age counts from an
+    entry's last change of any kind (its ctime, or a later mtime): a download is a hard link to the
+    checkpoint, whose modification time is when it was trained, maybe days ago; linking it is a
+    change, so the copy gets its full time from the download."""
     now = time.time() if now is None else now
     removed = []
     for p in _listing(folder):
+        if keep and p.name.startswith(keep):
+            continue
         try:
-            old = p.lstat().st_mtime < now - max_age
+            st = p.lstat()
+            old = max(st.st_mtime, st.st_ctime) < now - max_age
             if p.is_dir() and not p.is_symlink():
                 removed += sweep_temp(p, max_age, now)
                 if old and not any(p.iterdir()):  # an old one: a new copy is never put into it
@@ -249,12 +259,21 @@ def download_copy(folder: Path, visitor: Visitor, path: str, keep: int) -> str:
 
 class Housekeeper:
     """The app's sweeps: leftovers, expired visitors and temp folders, at start and then every
-    `interval` seconds in a daemon thread. `downloads` and `images` are the app's own temp folders
-    (in the web framework's cache folder, so it serves them without copying them again)."""
+    `sweep_minutes` in a daemon thread. `cache` is the web framework's cache folder; the app's own
+    temp folders are in it (downloads, images), so it serves them without copying them again.
 
-    def __init__(self, settings: Settings, downloads: Path, images: Path,
+    The rest of that folder is Gradio's: uploads (a folder per content hash), its copies of what the
+    app shows, the pictures MCP agents send inline, and an empty `tmp*` file its File box makes for
+    every file it is given. All of it goes after `upload_minutes` (ctime, as Gradio's own rule).
+    Gradio's own sweep (delete_cache) is not used: in 6.x it stops for good the first time a file
+    arrives while it runs ("Set changed size during iteration", seen with bench.soak), and never
+    removes the agents' pictures, the folders or the tmp* files. The folder is taken to be this
+    app's alone, as on a Space: a file a component showed from the start would go too (there is none)."""
+
+    def __init__(self, settings: Settings, cache: Path,
                  busy: Callable[[str], bool] = lambda key: False, forget: Callable[[str], object] = lambda key: None):
-        self.settings, self.downloads, self.images, self.busy, self.forget = settings, downloads, images, busy, forget
+        self.settings, self.cache, self.busy, self.forget = settings, Path(cache), busy, forget
+        self.downloads, self.images = app_temp_folder(cache, "downloads"), app_temp_folder(cache, "images")
         self._stop = threading.Event()
 
     def download_copy(self, visitor: Visitor, path: str) -> str:
@@ -266,19 +285,23 @@ class Housekeeper:
         expire_visitors(self.settings, now, self.busy, self.forget)
         for folder in (self.downloads, self.images):
             sweep_temp(folder, self.settings.temp_minutes * 60, now)
+        sweep_temp(self.cache, self.settings.upload_minutes * 60, now, keep=(APP_TEMP_PREFIX,))
         # Download folders of earlier versions, one per click, in the system temp folder.
         for old in Path(tempfile.gettempdir()).glob(OLD_DOWNLOADS + "*"):
             if old.is_dir() and not old.is_symlink() and _newest_mtime(old) < now - self.settings.temp_minutes * 60:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def start(self, interval: float = SWEEP_SECONDS) -> None:
-        """Sweep now, then every `interval` seconds until the process ends."""
+    def start(self, then: Callable[[], object] = lambda: None) -> None:
+        """Sweep now, then every `sweep_minutes` until the process ends; `then()` after each sweep."""
         self.sweep()
+        then()
+        interval = self.settings.sweep_minutes * 60
 
         def loop():
             while not self._stop.wait(interval):
                 try:
                     self.sweep()
+                    then()
                 except Exception:  # a sweep that failed must not stop the next ones
                     log.exception("housekeeping sweep failed")
         threading.Thread(target=loop, name="bees_ants-housekeeping", daemon=True).start()
@@ -288,6 +311,11 @@ class Housekeeper:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+def app_temp_folder(cache: Path, kind: str) -> Path:
+    """The app's own temp folder for `kind` ("images", "downloads") in the web framework's cache folder."""
+    return Path(cache) / f"{APP_TEMP_PREFIX}{kind}"
+
 
 def _roots(settings: Settings) -> tuple[Path, Path]:
     return settings.data_root, settings.weights_dir

@@ -127,6 +127,8 @@ def _resized(img: Image.Image, min_side: int | None, interpolation: str) -> Imag
 def _describe_decode_error(e: Exception) -> str:
     if isinstance(e, UnidentifiedImageError):
         return "not an image file (or a format Pillow cannot read)"
+    if isinstance(e, OSError) and e.filename is not None:  # the file, not its bytes: no server path in the reason
+        return f"cannot read file: {e.strerror or type(e).__name__}"
     msg = str(e)
     if "truncated" in msg:
         return "truncated image file"

@@ -33,6 +33,10 @@ Budgets and lifetimes of what visitors leave on disk (housekeeping.py says how t
   BEES_ANTS_SIGNED_IN_IDLE_DAYS  the same for a signed-in visitor (default 90; 0: never)
   BEES_ANTS_KEEP_DOWNLOADS     downloads (checkpoint, exports) kept per visitor (default 3)
   BEES_ANTS_TEMP_MINUTES       minutes a download or a shown image stays on the server (default 60)
+  BEES_ANTS_UPLOAD_MINUTES     minutes an upload (and Gradio's own copy of a shown file) stays in
+                               Gradio's cache folder (default 360)
+  BEES_ANTS_SWEEP_MINUTES      how often leftovers, expired visitors and old temp files are swept
+                               (default 10)
 
 Read when used (the functions below), so a test or an operator can change them in a running process:
 
@@ -76,6 +80,8 @@ class Settings:
     signed_in_idle_days: float = 90
     keep_downloads: int = 3
     temp_minutes: float = 60
+    upload_minutes: float = 6 * 60  # long enough to come back to a page's uploads; a zip is imported at once
+    sweep_minutes: float = 10
 
     @property
     def jobs_dir(self) -> Path:
@@ -115,6 +121,8 @@ class Settings:
                    signed_in_idle_days=_number(env, "BEES_ANTS_SIGNED_IN_IDLE_DAYS", 90.0),
                    keep_downloads=_number(env, "BEES_ANTS_KEEP_DOWNLOADS", 3),
                    temp_minutes=_number(env, "BEES_ANTS_TEMP_MINUTES", 60.0),
+                   upload_minutes=_number(env, "BEES_ANTS_UPLOAD_MINUTES", 360.0),
+                   sweep_minutes=_number(env, "BEES_ANTS_SWEEP_MINUTES", 10.0),
                    max_run_seconds=_number(env, "BEES_ANTS_MAX_RUN_SECONDS", 20 * 60),
                    max_per_address=_number(env, "BEES_ANTS_MAX_PER_ADDRESS", 2),
                    signed_in_places=_number(env, "BEES_ANTS_SIGNED_IN_PLACES", signed_in_places))

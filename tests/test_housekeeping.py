@@ -159,6 +159,19 @@ def test_things_from_before_visits_were_recorded_get_the_longer_lifetime_from_no
     assert housekeeping.expire_visitors(settings, now + 91 * DAY) == [ALICE.key]
 
 
+def test_a_visitor_using_the_app_throughout_a_short_lifetime_never_expires(tmp_path):
+    # Visits are recorded at most every ten minutes; a lifetime shorter than that (an operator's
+    # 3 minutes, as bench.soak runs) must still count every visit that matters.
+    settings = settings_in(tmp_path, idle_days=3 / 1440)
+    own_model(settings, ALICE, "m.pt")
+    start = time.time()
+    for minute in range(12):  # a request a minute for 12 minutes, the sweep just after each
+        now = start + 60 * minute
+        housekeeping.touch(settings, ALICE, now=now)
+        assert housekeeping.expire_visitors(settings, now + 1) == [], minute
+    assert housekeeping.expire_visitors(settings, now + 4 * 60) == [ALICE.key]  # gone 3 minutes after the last
+
+
 def test_signed_in_visitors_can_be_kept_for_ever(tmp_path):
     settings = settings_in(tmp_path, signed_in_idle_days=0)
     own_model(settings, CAROL, "m.pt")
@@ -176,7 +189,7 @@ def test_an_expired_visitors_job_record_is_forgotten_and_a_running_one_kept(tmp_
     own_model(settings, ALICE, "m.pt")
     housekeeping.touch(settings, ALICE, now=time.time() - 8 * DAY)
     assert list((tmp_path / "jobs").glob("job-*.json"))
-    keeper = Housekeeper(settings, tmp_path / "downloads", tmp_path / "images", forget=manager.forget)
+    keeper = Housekeeper(settings, tmp_path / "cache", forget=manager.forget)
     keeper.sweep()
     assert manager.latest(ALICE.key) is None and not list((tmp_path / "jobs").glob("job-*.json"))
     assert not ALICE.folder(settings.weights_dir).exists()
@@ -214,8 +227,8 @@ def test_a_kill_during_an_import_is_swept_when_the_app_starts(tmp_path):
 
 def test_temp_files_go_after_their_time(tmp_path):
     settings = settings_in(tmp_path, temp_minutes=60)
-    downloads, images = tmp_path / "downloads", tmp_path / "images"
-    keeper = Housekeeper(settings, downloads, images)
+    keeper = Housekeeper(settings, tmp_path / "cache")
+    downloads, images = keeper.downloads, keeper.images
     model = own_model(settings, ALICE, "m.pt")
     copy = Path(keeper.download_copy(ALICE, str(model)))
     images.mkdir()
@@ -227,6 +240,50 @@ def test_temp_files_go_after_their_time(tmp_path):
     assert not copy.exists() and not image.exists() and model.is_file()
     keeper.sweep(now=time.time() + 200 * 60)
     assert list(downloads.rglob("*")) == []  # the empty folders go too
+
+
+def test_what_gradio_keeps_in_its_cache_goes_after_the_uploads_lifetime(tmp_path):
+    # Gradio 6's own sweep stops for good under concurrent uploads; the app sweeps its cache folder:
+    # uploads (a folder per content hash), the empty tmp* file its File box leaves per file, and
+    # their folders, but not the app's own temp folders (their own, shorter, lifetime).
+    settings = settings_in(tmp_path, upload_minutes=60, temp_minutes=1)
+    cache = tmp_path / "cache"
+    keeper = Housekeeper(settings, cache)
+    old_upload, new_upload = cache / "a1b2" / "photo.png", cache / "c3d4" / "photo.png"
+    left_by_file_box, fresh_tmp = cache / "tmpk8x2_q", cache / "tmp_now"
+    for f in (old_upload, new_upload, left_by_file_box, fresh_tmp):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"" if f.name.startswith("tmp") else b"png")
+    keeper.images.mkdir()
+    later = time.time() + 61 * 60
+    for f in (new_upload, fresh_tmp):  # arrived an hour after the others
+        f.write_bytes(f.read_bytes())
+        os.utime(f, (later, later))
+    keeper.sweep(now=later)
+    assert not old_upload.parent.exists() and not left_by_file_box.exists()
+    assert new_upload.is_file() and fresh_tmp.is_file() and keeper.images.is_dir()
+
+
+def test_gradio_forgets_the_files_the_app_swept(tmp_path):
+    from bees_ants.ui import build_app, forget_removed_files
+    app = build_app(app_settings(tmp_path))
+    gone, there = tmp_path / "gone.png", tmp_path / "there.png"
+    there.write_bytes(b"png")
+    app.temp_file_sets[0].update({str(gone), str(there)})
+    forget_removed_files(app)
+    assert str(there) in app.temp_file_sets[0] and str(gone) not in app.temp_file_sets[0]
+
+
+def test_a_download_of_a_model_trained_long_ago_gets_its_full_time(tmp_path):
+    # The copy is a hard link: it shares the checkpoint's modification time (when it was trained).
+    settings = settings_in(tmp_path, temp_minutes=60)
+    keeper = Housekeeper(settings, tmp_path / "cache")
+    model = aged(own_model(settings, ALICE, "m.pt"), 3 * DAY)
+    copy = Path(keeper.download_copy(ALICE, str(model)))
+    keeper.sweep(now=time.time() + 59 * 60)
+    assert copy.is_file()
+    keeper.sweep(now=time.time() + 61 * 60)
+    assert not copy.exists() and model.is_file()
 
 
 # -- downloads through the app -------------------------------------------------------------------

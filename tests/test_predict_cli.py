@@ -28,7 +28,9 @@ def test_predictions_for_good_and_broken_files(trained_checkpoint, tmp_path):
     assert [r.name for r in results] == [f.name for f in files]
     assert [r.error is None for r in results] == [True, False, True, False, False, True]
     assert "not an image" in results[1].error
-    assert results[3].error  # a vanished file is reported, not raised
+    # A vanished file (an upload removed while its request waited) is reported, not raised, and
+    # its reason names no path on the server.
+    assert results[3].error == "cannot read file: No such file or directory"
     assert (results[0].label, results[2].label) == ("ants", "bees")
     for r in (results[0], results[2], results[5]):
         assert set(r.probabilities) == {"ants", "bees"}

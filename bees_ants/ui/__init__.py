@@ -38,11 +38,11 @@ import os
 import gradio as gr
 
 from ..catalog import Settings
-from ..housekeeping import SWEEP_SECONDS, Housekeeper
+from ..housekeeping import Housekeeper
 from ..jobs import JobManager
 from ..settings import sign_in_offered
 from ..zerogpu import on_zero_gpu
-from .common import ModelPickers, Visitors, app_temp_folder
+from .common import ModelPickers, Visitors, gradio_cache
 from .compare_tab import CompareTab
 from .evaluate_tab import EvaluateTab
 from .predict_tab import PredictTab
@@ -50,7 +50,6 @@ from .tools import AgentTools, agent_tools_only  # noqa: F401 (app.py launches w
 from .train_tab import TrainTab
 
 TITLE = "Ants vs bees · transfer learning"
-GRADIO_CACHE_SECONDS = 6 * 3600  # long enough to come back to a page's uploads; a zip is imported at once
 # Galleries without a fixed height still reserve 450 px; these two are sized by their images.
 CSS = """#status h2, #model-card h2, #eval-summary h2 { margin: 0 0 .3em 0; font-size: var(--text-xl); }
 #thumbs .fixed-height, #mistakes .fixed-height, #draft-gallery .fixed-height { min-height: 0; }
@@ -92,13 +91,12 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
                               request_bound=on_zero_gpu(), max_run_seconds=settings.max_run_seconds,
                               max_per_source=settings.max_per_address, signed_in_places=settings.signed_in_places)
     # Leftovers of work cut short, expired visitors and old temp files: swept now and every few minutes.
-    housekeeper = Housekeeper(settings, app_temp_folder("downloads"), app_temp_folder("images"),
+    # It also sweeps Gradio's cache folder (uploads and the like), in place of Gradio's delete_cache.
+    housekeeper = Housekeeper(settings, gradio_cache(),
                               busy=lambda key: (job := jobs.latest(key)) is not None and job.active,
                               forget=jobs.forget)
-    housekeeper.start()
     visitors = Visitors()
-    # Gradio's own files in its cache folder (uploads, its copies of shown images) go after GRADIO_CACHE_SECONDS.
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(SWEEP_SECONDS, GRADIO_CACHE_SECONDS)) as app:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         with gr.Row(equal_height=True):
             gr.Markdown(f"# {TITLE}\nTrain an ImageNet backbone on an image folder, watch it learn, classify "
                         "your own pictures, see where it errs and take the model away.")
@@ -121,4 +119,15 @@ def build_app(settings: Settings | None = None, jobs: JobManager | None = None) 
         app.load(visitors.register, browser_id, [browser_id, who], api_visibility="private").then(
             train.restored_form, None, list(train.form.values()), api_visibility="private").then(
             models.refreshed, None, models.outputs, api_visibility="private")
+    housekeeper.start(then=lambda: forget_removed_files(app))
     return app
+
+
+def forget_removed_files(app: gr.Blocks) -> None:
+    """Gradio remembers every file it puts in its cache folder, for its own sweep, which the app
+    does not use (housekeeping.Housekeeper); forget those the app's sweep removed, or the lists
+    grow with every upload for as long as the server runs."""
+    for files in app.temp_file_sets:
+        # list() copies the set at once, holding the GIL, while requests go on adding to it.
+        for path in [p for p in list(files) if not os.path.exists(p)]:
+            files.discard(path)

@@ -15,6 +15,7 @@ from gradio_client import utils as client_utils
 from .. import catalog
 from ..catalog import Settings
 from ..errors import UserError
+from ..housekeeping import app_temp_folder
 from ..predict import Predictor
 from ..settings import on_space, sign_in_offered
 from ..visitors import KEY_HEADER, Visitor, identify, new_browser_id
@@ -23,11 +24,11 @@ VAL_GRID_IMAGES = 8
 NO_MODEL = "**No trained model yet** — train one in the **Train** tab, then pick it here."
 
 
-def app_temp_folder(kind: str) -> Path:
-    """The app's own temp folder for `kind` ("images", "downloads") inside Gradio's cache folder:
-    Gradio serves files there as they are, without copying them again. housekeeping.Housekeeper
-    removes what is in them after BEES_ANTS_TEMP_MINUTES."""
-    return Path(gr.utils.get_upload_folder()) / f"bees_ants-{kind}"
+def gradio_cache() -> Path:
+    """Gradio's cache folder: uploads, and the app's own temp folders (housekeeping.app_temp_folder),
+    whose files Gradio serves as they are, without copying them again. housekeeping.Housekeeper
+    removes the app's after BEES_ANTS_TEMP_MINUTES, and what Gradio leaves behind."""
+    return Path(gr.utils.get_upload_folder())
 
 
 def image_file(image, format: str = "JPEG") -> str:
@@ -38,7 +39,7 @@ def image_file(image, format: str = "JPEG") -> str:
     and rewriting the file if it is there: two requests showing the same image rewrite it while it
     is being served, and a download fails ("Too little data for declared Content-Length"). A file
     already in the cache is neither copied nor rewritten, and no other request uses its name."""
-    folder = app_temp_folder("images")
+    folder = app_temp_folder(gradio_cache(), "images")
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
     try:
