@@ -43,6 +43,8 @@ Read when used (the functions below), so a test or an operator can change them i
   BEES_ANTS_MEMORY_BUDGET_MB   RAM a training run may fill with decoded images and cached
                                activations (default: half of what is available at its start)
   BEES_ANTS_GPU_SECONDS        on ZeroGPU, the most GPU seconds one run asks for (zerogpu.py)
+  BEES_ANTS_ORT_DIR            onnxruntime-web's dist folder (npm): the live view and web exports
+                               use these files instead of the pinned CDN's (webpage.py)
   SPACES_ZERO_GPU              set by Hugging Face on a ZeroGPU Space
   SPACE_ID                     set by Hugging Face on every Space: requests come through its proxy
   OAUTH_CLIENT_ID              set by Hugging Face on a Space with `hf_oauth: true`: visitors can sign in
@@ -145,6 +147,13 @@ def memory_budget_mb(env=os.environ) -> int | None:
 
 def gpu_seconds(env=os.environ) -> int | None:
     return int(env.get("BEES_ANTS_GPU_SECONDS") or 0) or None
+
+
+ORT_DIR_ENV = "BEES_ANTS_ORT_DIR"
+
+
+def onnxruntime_web_dir(env=os.environ) -> str | None:
+    return env.get(ORT_DIR_ENV) or None
 
 
 def zero_gpu_space(env=os.environ) -> bool:

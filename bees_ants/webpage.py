@@ -26,11 +26,11 @@ from pathlib import Path
 
 from .errors import UserError
 from .export import export_onnx
+from .settings import ORT_DIR_ENV, onnxruntime_web_dir
 
 STATIC = Path(__file__).resolve().parent / "static"  # classify.js and index.html: public files only
 ORT_VERSION = "1.31.1"
 ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
-ORT_DIR_ENV = "BEES_ANTS_ORT_DIR"
 # sha384 of each file in the npm tarball onnxruntime-web-1.31.1.tgz (npm checked its sha512):
 # openssl dgst -sha384 -binary package/dist/FILE | base64
 ORT_INTEGRITY = {
@@ -52,7 +52,7 @@ FLAVOURS = {
 def local_runtime(folder: str | os.PathLike | None = None) -> Path | None:
     """The folder of onnxruntime-web files to use instead of the CDN: `folder`, else
     $BEES_ANTS_ORT_DIR, else None. Refused when it lacks the WebAssembly build."""
-    folder = folder or os.environ.get(ORT_DIR_ENV)
+    folder = folder or onnxruntime_web_dir()
     if not folder:
         return None
     path = Path(folder).expanduser().resolve()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_e2e_browser import ARGS, CHROMIUM, LONG, SCREENS, expect, set_up_training, sync_api
+from test_e2e_browser import LONG, SCREENS, browser, expect, set_up_training  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 AXE = Path(os.environ.get("AXE_CORE", Path(__file__).parent.parent / ".ci-cache/node_modules/axe-core/axe.min.js"))
@@ -54,14 +54,6 @@ OVERFLOW = """() => {
   }
   return {scrollWidth: document.documentElement.scrollWidth, width: w, out: out.slice(0, 20)};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
