@@ -58,6 +58,8 @@ CANDIDATES = {  # in the order they run: the most telling first, should a sweep 
     "ft smoothing 0.1": dict(label_smoothing=0.1),
     "progressive 2": dict(mode="progressive", frozen_epochs=2),
     "ft lr 0.003 bb x0.3": dict(lr=0.003, backbone_lr_scale=0.3),
+    "ft lr 0.003 frozen BN cosine": dict(lr=0.003, freeze_bn=True, lr_schedule="cosine"),
+    "progressive 2 frozen BN cosine": dict(mode="progressive", frozen_epochs=2, freeze_bn=True, lr_schedule="cosine"),
 }
 PATIENCE = 3  # the rules are replayed with the default patience
 

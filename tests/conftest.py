@@ -7,6 +7,12 @@ import socket
 import zipfile
 from pathlib import Path
 
+# Under pytest-xdist (the README's `-n 2`) each worker shares the cores with the other: one torch
+# thread each, set before torch is imported so the processes the tests start inherit it too.
+# Two workers at two threads each measured slower than this (oversubscribed cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 from PIL import Image

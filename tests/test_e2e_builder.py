@@ -39,7 +39,6 @@ def class_images(tmp_path, cls, colour, n):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(reason="the webcam burst step races the page under load (issue 20 follow-up)", strict=False)
 def test_build_train_and_predict_live(page, served_app, tmp_path):
     url, _ = served_app
     SCREENS.mkdir(parents=True, exist_ok=True)
@@ -75,16 +74,22 @@ def test_build_train_and_predict_live(page, served_app, tmp_path):
     # does land): the buttons get their click event directly.
     page.locator("#burst-btn").dispatch_event("click")
     taken = page.locator("#draft-added")
-    # The burst is under way (its frames may come in before the "Taking" line is seen).
-    expect(taken).to_contain_text(re.compile(r"Taking 8 frame\(s\)|more to take"))
+    # The burst is under way, or already over: a quick burst's frames may all be in before the
+    # "Taking" line is seen.
+    expect(taken).to_contain_text(re.compile(r"Taking 8 frame\(s\)|image\(s\) to camera"))
     expect(taken).not_to_contain_text(re.compile("Taking|to take"), timeout=LONG)  # every frame of the burst handled
     camera_count = page.locator("#draft-table tr", has_text="camera").locator("td").nth(1)
     for _ in range(20):
-        if int(camera_count.inner_text()) >= 6:
+        before = int(camera_count.inner_text())
+        if before >= 6:
             break
         page.locator("#snap-btn").dispatch_event("click")
-        expect(taken).to_contain_text(re.compile(r"Taking 1 frame\(s\)|Added|already"))
-        expect(taken).not_to_contain_text("Taking", timeout=LONG)
+        # A snapshot is handled when the count grows; one the class already holds (the pattern
+        # repeats) adds nothing and says so, and the line shows that only after the "Taking" line.
+        try:
+            expect(camera_count).not_to_have_text(str(before), timeout=15_000)
+        except AssertionError:
+            expect(taken).to_contain_text("already in this class")
     expect(camera.get_by_text("Click to Access Webcam")).to_be_hidden()  # still open: no restart per shot
     expect(camera.locator("video")).to_be_visible()
     expect(page.locator("#snap-help")).to_contain_text("duplicate")
