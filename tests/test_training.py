@@ -13,13 +13,31 @@ from bees_ants.device import batch_slices
 from bees_ants.predict import Predictor
 from bees_ants.config import ConfigError, TrainConfig
 from bees_ants.train import TrainingRun
-from conftest import COLOURS, SHARED, write_image
+from conftest import COLOURS, SHARED, make_dataset, write_image
 
 
 def config(data, tmp_path, **kw):
     base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
                 backbone_weights=None, out_dir=str(tmp_path / "weights"))
     return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """train/{ants,bees} x 4 and val/{ants,bees} x 2: for tests of what a run does (determinism,
+    what moves, cancel), not of how well it learns; still two batches of 4 an epoch."""
+    return make_dataset(tmp_path / "small", n_train=4, n_val=2)
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory):
+    """One whole-network fine-tune of 3 epochs on the tiny set, its progress calls recorded: the
+    run that both the checkpoint test and the progress test examine."""
+    root = tmp_path_factory.mktemp("finetune")
+    calls = []
+    run = TrainingRun(config(make_dataset(root / "tiny"), root), on_progress=lambda *a: calls.append(a))
+    records = list(run)
+    return run, records, calls
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -66,9 +84,8 @@ def test_batches_never_leave_a_single_sample():
             assert sum(sizes) == n and (bs == 1 or n == 1 or min(sizes) > 1)
 
 
-def test_finetune_learns_and_writes_a_complete_checkpoint(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path))
-    records = list(run)
+def test_finetune_learns_and_writes_a_complete_checkpoint(finetune_run):
+    run, records, _ = finetune_run
     assert [r.epoch for r in records] == [1, 2, 3] and run.status == "completed"
     best = max(r.val_acc for r in records)
     assert best >= 0.875  # chance is 0.5
@@ -95,10 +112,10 @@ def test_fixed_mode_trains_only_the_head(tiny_dataset, tmp_path):
     assert max(r.val_acc for r in run.history) >= 0.75
 
 
-def test_progressive_mode_unfreezes_after_frozen_epochs(tiny_dataset, tmp_path):
+def test_progressive_mode_unfreezes_after_frozen_epochs(small_dataset, tmp_path):
     source = build_model("resnet18", 1000)
     torch.save(source.state_dict(), tmp_path / "src.pth")
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
+    run = TrainingRun(config(small_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
                              backbone_weights=str(tmp_path / "src.pth")))
     backbone_moved = [not torch.equal(run.model.conv1.weight.cpu(), source.conv1.weight) for _ in run]
     assert backbone_moved == [False, False, True, True]
@@ -117,9 +134,9 @@ def test_fixed_mode_backbone_matches_the_source_weights(tiny_dataset, tmp_path):
             assert torch.equal(state[k], v), k
 
 
-def test_same_seed_same_history_on_cpu(tiny_dataset, tmp_path):
-    a = [(r.train_loss, r.val_acc) for r in TrainingRun(config(tiny_dataset, tmp_path, epochs=2, device="cpu"))]
-    b = [(r.train_loss, r.val_acc) for r in TrainingRun(config(tiny_dataset, tmp_path, epochs=2, device="cpu"))]
+def test_same_seed_same_history_on_cpu(small_dataset, tmp_path):
+    a = [(r.train_loss, r.val_acc) for r in TrainingRun(config(small_dataset, tmp_path, epochs=2, device="cpu"))]
+    b = [(r.train_loss, r.val_acc) for r in TrainingRun(config(small_dataset, tmp_path, epochs=2, device="cpu"))]
     assert a == b
 
 
@@ -152,11 +169,14 @@ def progress_runs(calls):
 
 
 @pytest.mark.parametrize("mode", ["fixed", "finetune"])
-def test_progress_is_reported_within_epochs(tiny_dataset, tmp_path, mode):
-    calls = []
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode=mode, epochs=2),
-                      on_progress=lambda *a: calls.append(a))
-    list(run)
+def test_progress_is_reported_within_epochs(tiny_dataset, tmp_path, mode, request):
+    if mode == "finetune":  # the module's fine-tune run (3 epochs), recorded as it ran
+        run, _, calls = request.getfixturevalue("finetune_run")
+    else:
+        calls = []
+        run = TrainingRun(config(tiny_dataset, tmp_path, mode=mode, epochs=2),
+                          on_progress=lambda *a: calls.append(a))
+        list(run)
     runs = progress_runs(calls)
     for stage, done, total in runs:  # a step is announced at 0 when it starts, then counted to its end
         assert done == sorted(set(done)) and (done[-1] == total or done == [0]), stage
@@ -167,7 +187,7 @@ def test_progress_is_reported_within_epochs(tiny_dataset, tmp_path, mode):
                           "caching val features", "training", "validating"]
         assert [total for _, _, total in runs] == [24, steps, 16, steps, 8, 8, steps, 8]
     else:
-        assert stages == ["decoding images", "training", "validating", "training", "validating"]
+        assert stages == ["decoding images"] + ["training", "validating"] * run.config.epochs
         assert runs[1][1] == list(range(0, steps + 1))
 
 
@@ -181,8 +201,8 @@ def test_checkpoint_without_interpolation_still_loads(trained_checkpoint, tmp_pa
     assert predictor.predict([image])[0].label == "ants"
 
 
-def test_cancel_after_an_epoch_keeps_best_checkpoint(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, epochs=25))
+def test_cancel_after_an_epoch_keeps_best_checkpoint(small_dataset, tmp_path):
+    run = TrainingRun(config(small_dataset, tmp_path, epochs=25))
     for record in run:
         run.cancel.set()  # as the app's Cancel button does, from any thread
     assert run.status == "cancelled" and len(run.history) == 1
