@@ -25,7 +25,7 @@ def config(data, tmp_path, **kw):
 @pytest.fixture
 def small_dataset(tmp_path):
     """train/{ants,bees} x 4 and val/{ants,bees} x 2: for tests of what a run does (determinism,
-    what moves, cancel), not of how well it learns; still two batches of 4 an epoch."""
+    cancel), not of how well it learns; still two batches of 4 an epoch."""
     return make_dataset(tmp_path / "small", n_train=4, n_val=2)
 
 
@@ -112,10 +112,10 @@ def test_fixed_mode_trains_only_the_head(tiny_dataset, tmp_path):
     assert max(r.val_acc for r in run.history) >= 0.75
 
 
-def test_progressive_mode_unfreezes_after_frozen_epochs(small_dataset, tmp_path):
+def test_progressive_mode_unfreezes_after_frozen_epochs(tiny_dataset, tmp_path):
     source = build_model("resnet18", 1000)
     torch.save(source.state_dict(), tmp_path / "src.pth")
-    run = TrainingRun(config(small_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
+    run = TrainingRun(config(tiny_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
                              backbone_weights=str(tmp_path / "src.pth")))
     backbone_moved = [not torch.equal(run.model.conv1.weight.cpu(), source.conv1.weight) for _ in run]
     assert backbone_moved == [False, False, True, True]

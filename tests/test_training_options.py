@@ -12,12 +12,26 @@ from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
 from bees_ants.resume import ResumeError, load_resume_state, resume_config, resume_path
 from bees_ants.train import TrainingRun, plan_cache
+from conftest import make_dataset
 
 
 def config(data, tmp_path, **kw):
     base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
                 backbone_weights=None, out_dir=str(tmp_path / "weights"))
     return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def few_train(tmp_path):
+    """train/{ants,bees} x 4 (two batches of 4 an epoch) and the tiny set's val/{ants,bees} x 4, so
+    that "learns" still means at least 7 of the same 8 val images right."""
+    return make_dataset(tmp_path / "few", n_train=4, n_val=4)
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """train/{ants,bees} x 4 and val/{ants,bees} x 2, for what a run changes, not how well it learns."""
+    return make_dataset(tmp_path / "small", n_train=4, n_val=2)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -106,8 +120,8 @@ def test_progressive_moves_the_cut_from_the_head_to_the_last_blocks(tiny_dataset
     assert caches[0].startswith("cache of pooled features") and "after block 4 of 5" in caches[1]
 
 
-def test_adamw_learns_and_is_recorded(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
+def test_adamw_learns_and_is_recorded(few_train, tmp_path):
+    run = TrainingRun(config(few_train, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
                              label_smoothing=0.1, lr_schedule="cosine"))
     records = list(run)
     assert isinstance(run.optimizer, torch.optim.AdamW)
@@ -140,9 +154,9 @@ def test_early_stopping_says_why(tiny_dataset, tmp_path):
     assert not resume_path(run.checkpoint_path).exists()  # completed: nothing to resume
 
 
-def test_frozen_batchnorm_keeps_its_statistics(tiny_dataset, tmp_path):
+def test_frozen_batchnorm_keeps_its_statistics(small_dataset, tmp_path):
     def layer4_running_means(**kw):
-        run = TrainingRun(config(tiny_dataset, tmp_path / str(kw), train_blocks=1, epochs=1, **kw))
+        run = TrainingRun(config(small_dataset, tmp_path / str(kw), train_blocks=1, epochs=1, **kw))
         list(run)
         sd = load_checkpoint(run.checkpoint_path).state_dict
         assert load_checkpoint(run.checkpoint_path).meta["hyperparameters"]["freeze_bn"] == kw.get("freeze_bn", False)
@@ -153,13 +167,13 @@ def test_frozen_batchnorm_keeps_its_statistics(tiny_dataset, tmp_path):
     assert all(torch.count_nonzero(m) > 0 for m in layer4_running_means())
 
 
-@pytest.mark.timeout(1200)  # three fine-tunes of 4 epochs at the speed of a loaded 2-core machine
+@pytest.mark.timeout(1200)  # three fine-tunes (3 + 2 + 1 epochs) at the speed of a loaded 2-core machine
 def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
-    whole = TrainingRun(config(tiny_dataset, tmp_path / "a", epochs=4))
+    whole = TrainingRun(config(tiny_dataset, tmp_path / "a", epochs=3))
     expected = [(r.epoch, r.train_loss, r.val_loss) for r in whole]
 
     cancel = threading.Event()
-    first = TrainingRun(config(tiny_dataset, tmp_path / "b", epochs=4), cancel=cancel)
+    first = TrainingRun(config(tiny_dataset, tmp_path / "b", epochs=3), cancel=cancel)
     for record in first:
         if record.epoch == 2:
             cancel.set()  # stops at the first batch of epoch 3
@@ -171,13 +185,13 @@ def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
     resumed = TrainingRun(resume_config(first.checkpoint_path))
     records = list(resumed)
     assert resumed.status == "completed" and resumed.checkpoint_path == first.checkpoint_path
-    assert [r.epoch for r in records] == [1, 2, 3, 4] and len(resumed.history) == 4
+    assert [r.epoch for r in records] == [1, 2, 3] and len(resumed.history) == 3
     # same seed, restored optimizer, scheduler and random state: the very run that was not interrupted
-    for (e, train_loss, val_loss), r in zip(expected, records):
+    for (e, train_loss, val_loss), r in zip(expected, records, strict=True):
         assert r.epoch == e and r.train_loss == pytest.approx(train_loss, rel=1e-4)
         assert r.val_loss == pytest.approx(val_loss, rel=1e-4)
     assert records[-1].train_loss < records[0].train_loss and max(r.val_acc for r in records[2:]) >= 0.875
-    assert len(load_checkpoint(resumed.checkpoint_path).meta["history"]) == 4
+    assert len(load_checkpoint(resumed.checkpoint_path).meta["history"]) == 3
     assert not resume_path(resumed.checkpoint_path).exists()
     with pytest.raises(ResumeError, match="nothing to resume"):
         resume_config(resumed.checkpoint_path)
