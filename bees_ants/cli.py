@@ -382,19 +382,24 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=sorted(PRESETS),
                    help="tutorial: its exact recipe (batch 4, a fresh feature view per epoch); "
                    "options given with it still win")
-    t.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    def finetune(name: str) -> str:
+        """"; finetune X" where fine-tuning's own default (MODE_DEFAULTS) differs from TrainConfig's."""
+        value = MODE_DEFAULTS["finetune"].get(name, getattr(d, name))
+        shown = ("on" if value else "off") if isinstance(value, bool) else value
+        return f"; finetune {shown}" if value != getattr(d, name) else ""
+
+    t.add_argument("--epochs", type=int, help=f"(default {d.epochs}{finetune('epochs')})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"sgd (the tutorial's) or adamw (default {d.optimizer})")
-    ft = MODE_DEFAULTS["finetune"]
-    t.add_argument("--lr", type=float, help=f"learning rate of the new head (default {d.lr}; finetune {ft['lr']})")
+    t.add_argument("--lr", type=float, help=f"learning rate of the new head (default {d.lr}{finetune('lr')})")
     t.add_argument("--backbone-lr-scale", type=float, dest="backbone_lr_scale",
-                   help=f"the pretrained layers learn at lr x this (default {d.backbone_lr_scale}; "
-                   f"finetune {ft['backbone_lr_scale']})")
+                   help=f"the pretrained layers learn at lr x this (default {d.backbone_lr_scale}"
+                   f"{finetune('backbone_lr_scale')})")
     t.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
     t.add_argument("--label-smoothing", type=float, dest="label_smoothing",
                    help=f"of the training loss (default {d.label_smoothing})")
     t.add_argument("--lr-schedule", choices=LR_SCHEDULES, dest="lr_schedule",
                    help=f"step: x gamma every step-size epochs; cosine: down to 0 over the epochs "
-                   f"(default {d.lr_schedule})")
+                   f"(default {d.lr_schedule}{finetune('lr_schedule')})")
     t.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"per process (default {d.batch_size}; the tutorial's 4 makes BatchNorm noisy)")
     t.add_argument("--step-size", type=int, dest="step_size",
@@ -410,13 +415,13 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    "them run once per cached view (see feature views and the memory budget) "
                    f"(default {d.train_blocks}: every block)")
     t.add_argument("--patience", type=int, help="stop after this many epochs without a better val score (the stop metric) "
-                   f"(default {d.patience}: never stop early; finetune {ft['patience']})")
+                   f"(default {d.patience}: never stop early{finetune('patience')})")
     t.add_argument("--stop-metric", choices=STOP_METRICS, dest="stop_metric",
                    help="what patience and the best checkpoint watch: val_acc (ties broken by the lower val loss), "
                    f"val_loss, or both (stop only when neither improves) (default {d.stop_metric})")
     t.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, dest="freeze_bn",
                    help="BatchNorm layers that train keep their pretrained statistics (eval mode) "
-                   f"(default {'on' if d.freeze_bn else 'off'}; finetune {'on' if ft.get('freeze_bn') else 'off'})")
+                   f"(default {'on' if d.freeze_bn else 'off'}{finetune('freeze_bn')})")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
                    help="RAM for decoded images and cached activations; a dataset larger than it streams from "
                    "disk each epoch (default: BEES_ANTS_MEMORY_BUDGET_MB, else half of the available memory)")

@@ -175,8 +175,8 @@ def mean_sd(values: list[float]) -> str:
 def table(results: Path) -> str:
     rows = json.loads(results.read_text())
     out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        mine = [r for r in rows if r["dataset"] == dataset]
+    for dataset, epochs in dict.fromkeys((r["dataset"], r["epochs"]) for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset and r["epochs"] == epochs]
         r0 = mine[0]
         out += [f"\n#### {dataset}: {r0['n_train']} train / {r0['n_val']} val per run, {r0['epochs']} epochs\n",
                 "| candidate | runs | best val acc | last-epoch val acc | best − last | patience 3 on val acc: "

@@ -204,7 +204,7 @@ def test_train_takes_the_form_by_name_and_by_position(server, first_run):
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/train"]["parameters"]
     assert [p["parameter_name"] for p in parameters] == [
         "dataset", "arch", "mode", "backbone", "epochs", "lr", "momentum", "batch_size", "step_size", "gamma",
-        "frozen_epochs", "optimizer", "train_blocks", "patience", "stop_metric"]
+        "frozen_epochs", "optimizer", "train_blocks", "patience", "stop_metric", "lr_schedule"]
     by_position = [str(settings.dataset_dirs[0]), "resnet18", "fixed", "none", None, 0.02, 0.9, 4, 7, 0.1, 5, "sgd", 0, 0,
                    "val_acc"]
     assert call(client, "train", *by_position)["notice"] == "⚠ **Not started:** every training setting needs a value"

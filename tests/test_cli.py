@@ -186,10 +186,12 @@ def test_fine_tuning_starts_from_its_own_recipe_unless_told_otherwise():
     presets win; the fixed extractor keeps TrainConfig's rate."""
     settings = Settings()
     finetune = train_config(parse_train("--mode", "finetune"), settings)[0]
-    assert (finetune.lr, finetune.backbone_lr_scale, finetune.patience) == (0.01, 0.1, 3)
+    assert (finetune.lr, finetune.backbone_lr_scale, finetune.patience) == (0.003, 0.1, 0)
+    assert (finetune.epochs, finetune.lr_schedule, finetune.freeze_bn) == (10, "cosine", True)
     given = train_config(parse_train("--mode", "finetune", "--lr", "0.005"), settings)[0]
     assert (given.lr, given.backbone_lr_scale) == (0.005, 0.1)
     tutorial = train_config(parse_train("--mode", "finetune", "--preset", "tutorial"), settings)[0]
     assert (tutorial.lr, tutorial.backbone_lr_scale, tutorial.batch_size) == (0.001, 1.0, 4)
+    assert (tutorial.lr_schedule, tutorial.freeze_bn, tutorial.epochs) == ("step", False, 25)
     fixed = train_config(parse_train("--mode", "fixed"), settings)[0]
     assert (fixed.lr, fixed.backbone_lr_scale, fixed.patience) == (TrainConfig(data_dir="").lr, 1.0, 0)

@@ -114,7 +114,7 @@ def test_the_train_button_starts_the_fast_timer_and_a_refusal_does_not(tab, tmp_
     settings = tab.settings
     form = dict(dataset=str(settings.dataset_dirs[0]), arch="resnet18", mode="fixed", backbone="none", epochs=2,
                 lr=0.02, momentum=0.9, batch_size=4, step_size=7, gamma=0.1, frozen_epochs=5, optimizer="sgd",
-                train_blocks=0, patience=0, stop_metric="val_acc")
+                train_blocks=0, patience=0, stop_metric="val_acc", lr_schedule="step")
     request = gr.Request(session_hash="page-one")
     refused = next(tab.start(request, None, **{**form, "mode": "sideways"}))
     assert "Not started" in refused[tab.notice] and tab.timer not in refused

@@ -22,13 +22,6 @@ def config(data, tmp_path, **kw):
 
 
 @pytest.fixture
-def few_train(tmp_path):
-    """train/{ants,bees} x 4 (two batches of 4 an epoch) and the tiny set's val/{ants,bees} x 4, so
-    that "learns" still means at least 7 of the same 8 val images right."""
-    return make_dataset(tmp_path / "few", n_train=4, n_val=4)
-
-
-@pytest.fixture
 def small_dataset(tmp_path):
     """train/{ants,bees} x 4 and val/{ants,bees} x 2, for what a run changes, not how well it learns."""
     return make_dataset(tmp_path / "small", n_train=4, n_val=2)
@@ -120,8 +113,8 @@ def test_progressive_moves_the_cut_from_the_head_to_the_last_blocks(tiny_dataset
     assert caches[0].startswith("cache of pooled features") and "after block 4 of 5" in caches[1]
 
 
-def test_adamw_learns_and_is_recorded(few_train, tmp_path):
-    run = TrainingRun(config(few_train, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
+def test_adamw_learns_and_is_recorded(tiny_dataset, tmp_path):
+    run = TrainingRun(config(tiny_dataset, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
                              label_smoothing=0.1, lr_schedule="cosine"))
     records = list(run)
     assert isinstance(run.optimizer, torch.optim.AdamW)

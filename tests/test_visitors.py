@@ -198,7 +198,7 @@ def test_a_reloaded_page_shows_the_form_of_the_latest_run_and_the_dataset_made_l
     # Mid-run: every field as the run has it, each one different from the form's default.
     config = TrainConfig(data_dir=str(older), arch="mobilenet_v2", mode="progressive", backbone_weights=None,
                          epochs=40, lr=0.005, momentum=0.8, batch_size=8, step_size=3, gamma=0.5, frozen_epochs=2,
-                         optimizer="adamw", train_blocks=4, patience=6, stop_metric="val_loss")
+                         optimizer="adamw", train_blocks=4, patience=6, stop_metric="val_loss", lr_schedule="cosine")
     tab.jobs = FixedJob(Job(id=1, owner="v", config=config, device="cpu", submitted=0.0, status="running"))
     shown = tab.restored_form(page, None)
     restored = {name: shown[tab.form[name]] for name in FORM}

@@ -150,6 +150,8 @@ HYPERPARAMETERS = (
                    info="early stopping: epochs without a better val score"),
     Hyperparameter("stop_metric", "Patience and the best model watch", row=6, type=str,
                    choices=tuple((STOP_METRIC_TEXT[m], m) for m in STOP_METRICS)),
+    Hyperparameter("lr_schedule", "LR schedule", row=2, type=str,
+                   choices=(("step (step size, gamma)", "step"), ("cosine (down to 0 over the epochs)", "cosine"))),
 )
 # The form's values, in /train's (and the Train button's) order; each names a /train parameter.
 FORM = ("dataset", "arch", "mode", "backbone", *(h.name for h in HYPERPARAMETERS))
