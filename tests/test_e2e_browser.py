@@ -16,6 +16,7 @@ if not shutil.which(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path)", allow_module_level=True)
 
 from app_fixtures import dataset_zip  # noqa: E402
+from bees_ants.config import MODE_DEFAULTS, TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
 expect = sync_api.expect
@@ -44,7 +45,8 @@ def set_up_training(page, mode, epochs, lr, patience=0):
     radio = page.get_by_label(mode)
     if not radio.is_checked():  # picking a mode sets its own rate and patience: let that land first
         radio.check()
-        expect(page.locator("#lr input")).to_have_value("0.01" if mode.startswith("fine-tune") else "0.001")
+        rate = MODE_DEFAULTS["finetune"]["lr"] if mode.startswith("fine-tune") else TrainConfig.lr
+        expect(page.locator("#lr input")).to_have_value(str(rate))
     for elem_id, value in (("epochs", epochs), ("lr", lr), ("batch-size", 4), ("patience", patience)):
         page.locator(f"#{elem_id} input").fill(str(value))
 
