@@ -62,6 +62,20 @@ def open_page(browser, url):
     return page
 
 
+def show_tab(page, name):
+    """Click a tab until it is the selected one: a click in the first moments after the page
+    appears, before Gradio has wired its tabs, is lost (seen under load right after open_page)."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    for _ in range(5):
+        tab.click()
+        try:
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
 @pytest.mark.timeout(600)  # two training runs and every tab, at browser speed on a loaded machine
 def test_train_watch_reload_cancel_predict_evaluate_export(browser, served_app, tmp_path):
     url, settings = served_app

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from test_e2e_browser import LONG, SCREENS, browser, expect, open_page  # noqa: F401 (browser: a fixture)
+from test_e2e_browser import LONG, SCREENS, browser, expect, open_page, show_tab  # noqa: F401 (browser: a fixture)
 from bees_ants.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -36,7 +36,7 @@ def test_explain_uploads_and_mistakes(browser, served_app, shared_model):  # noq
     url, settings = served_app
     SCREENS.mkdir(parents=True, exist_ok=True)
     page = open_page(browser, url)
-    page.get_by_role("tab", name="Predict").click()
+    show_tab(page, "Predict")
     expect(page.locator("#model input")).to_have_value(re.compile(r"^resnet18 · fixed"), timeout=LONG)
     expect(page.locator("#explained")).to_be_hidden()  # on demand only
     images = sorted((settings.dataset_dirs[0] / "val").rglob("*.png"))[::2]
