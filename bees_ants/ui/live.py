@@ -53,8 +53,8 @@ def _one_torch_thread() -> None:
 
 # The in-browser view: classify.js finds its parts by data-role.
 BROWSER_LIVE = """<div class="bees-ants-live"><div class="bees-ants-title">Webcam, classified in this browser</div>
-<div><button data-role="start" class="lg secondary">Start webcam</button>
-<button data-role="stop" class="lg secondary">Stop</button></div>
+<div><button data-role="start" class="lg secondary" disabled>Start webcam</button>
+<button data-role="stop" class="lg secondary" disabled>Stop</button></div>
 <video data-role="video" muted playsinline></video>
 <ol data-role="top"></ol>
 <div data-role="fps"></div>
@@ -70,13 +70,17 @@ ol li span:last-child { position: relative; }
 .bees-ants-bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent-soft); }
 [data-role=fps], [data-role=status] { color: var(--body-text-color); font-size: 0.9em; }"""
 # The Start button asks the server for the model (trigger), then the .success() step loads it.
+# The buttons start disabled (BROWSER_LIVE) and this enables them once their listeners are attached.
 BROWSER_LIVE_JS = """window.beesAntsRuntime = RUNTIME;
 const status = element.querySelector("[data-role=status]");
 element.querySelector("[data-role=start]").addEventListener("click", () => {
   status.textContent = "Fetching the model (the first time, the server exports it to ONNX)…";
   trigger("click");
 });
-element.querySelector("[data-role=stop]").addEventListener("click", () => window.beesAnts && beesAnts.stopCamera(element));"""
+element.querySelector("[data-role=stop]").addEventListener("click", () => window.beesAnts && beesAnts.stopCamera(element));
+// Enabled once they listen: the tab's content (and this script) comes in after the tab is shown,
+// and a click before then would be lost.
+element.querySelectorAll("[data-role=start], [data-role=stop]").forEach((b) => { b.disabled = false; });"""
 # The model's file and description -> the runtime and the camera started, or why not (the next
 # step shows the server's stream then).
 START_IN_BROWSER_JS = """async (file, info) => {
