@@ -7,9 +7,9 @@ import socket
 import zipfile
 from pathlib import Path
 
-# Under pytest-xdist (the README's `-n 2`) each worker shares the cores with the other: one torch
-# thread each, set before torch is imported so the processes the tests start inherit it too.
-# Two workers at two threads each measured slower than this (oversubscribed cores).
+# Under pytest-xdist (pyproject's `-n 2`) each worker shares the cores with the other: one torch
+# thread each, so two workers do not oversubscribe two cores; set before torch is imported so the
+# processes the tests start inherit it too.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -72,6 +72,13 @@ def free_port() -> int:
 def tiny_dataset(tmp_path) -> Path:
     """train/{ants,bees} x 8 and val/{ants,bees} x 4 coloured-noise PNGs."""
     return make_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def small_dataset(tmp_path) -> Path:
+    """train/{ants,bees} x 4 and val/{ants,bees} x 2, still two batches of 4 an epoch: for tests of
+    what a run does (determinism, cancel, what it saves), not of how well it learns."""
+    return make_dataset(tmp_path / "small", n_train=4, n_val=2)
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,6 @@ def config(data, tmp_path, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.fixture
-def small_dataset(tmp_path):
-    """train/{ants,bees} x 4 and val/{ants,bees} x 2: for tests of what a run does (determinism,
-    cancel), not of how well it learns; still two batches of 4 an epoch."""
-    return make_dataset(tmp_path / "small", n_train=4, n_val=2)
-
-
 @pytest.fixture(scope="module")
 def finetune_run(tmp_path_factory):
     """One whole-network fine-tune of 3 epochs on the tiny set, its progress calls recorded: the

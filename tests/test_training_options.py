@@ -12,19 +12,12 @@ from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
 from bees_ants.resume import ResumeError, load_resume_state, resume_config, resume_path
 from bees_ants.train import TrainingRun, plan_cache
-from conftest import make_dataset
 
 
 def config(data, tmp_path, **kw):
     base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
                 backbone_weights=None, out_dir=str(tmp_path / "weights"))
     return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def small_dataset(tmp_path):
-    """train/{ants,bees} x 4 and val/{ants,bees} x 2, for what a run changes, not how well it learns."""
-    return make_dataset(tmp_path / "small", n_train=4, n_val=2)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
