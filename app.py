@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
+from bees_ants.runner import settle_long_lived_objects  # noqa: E402
 from bees_ants.settings import Settings  # noqa: E402
 from bees_ants.ui import CSS, agent_tools_only, build_app, mcp_server_enabled  # noqa: E402
 
@@ -18,6 +19,7 @@ if __name__ == "__main__":
     # and downloads are handed over as copies (housekeeping.download_copy).
     # 500 MB uploads: dataset zips; the importer has its own caps on what they expand to.
     app = build_app(settings)
+    settle_long_lived_objects()
     # The MCP server offers agents their own few tools only (bees_ants/ui/tools.py).
     app.launch(server_name="0.0.0.0", server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                css=CSS, ssr_mode=False, max_file_size="500mb", show_error=True,

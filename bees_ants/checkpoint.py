@@ -45,8 +45,8 @@ class Checkpoint:
     path: str | None = None
 
     def build_model(self) -> nn.Module:
-        from .models import build_model  # models imports torchvision; keep this module import-light
-        model = build_model(self.meta["arch"], len(self.meta["class_names"]))
+        from .models import uninitialised_model  # models imports torchvision; keep this module import-light
+        model = uninitialised_model(self.meta["arch"], len(self.meta["class_names"]))
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:

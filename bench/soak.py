@@ -193,6 +193,14 @@ def new_key() -> str:
 
 # -- the app under test ---------------------------------------------------------------------------
 
+def local_client(url: str, **options):
+    """A gradio_client for the app here: plain http on 127.0.0.1, so no certificate checks, which
+    would load the CA bundle again for each request it sends (a connection each) and bill the
+    clients' CPU to the machine the app is measured on."""
+    from gradio_client import Client
+    return Client(url, verbose=False, ssl_verify=False, **options)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -335,8 +343,7 @@ class ApiVisitor:
         self.client = self.connect()
 
     def connect(self):
-        from gradio_client import Client
-        return Client(self.app.url, verbose=False, headers={"X-Bees-Ants-Key": self.key},
+        return local_client(self.app.url, headers={"X-Bees-Ants-Key": self.key},
                       download_files=str(self.scratch / "downloads"))
 
     def run(self, until: float) -> None:
@@ -451,13 +458,12 @@ class SignedInVisitor(ApiVisitor):
         super().__init__(app, tally, number, scratch, exports, churn=False)
 
     def connect(self):
-        from gradio_client import Client
         with httpx.Client(base_url=self.app.url, follow_redirects=False) as http:
             callback = http.get("login/huggingface").headers["location"]
             cookie = http.get(callback).cookies.get("session")
         if not cookie:
             raise SystemExit("the local sign-in set no session cookie")
-        return Client(self.app.url, verbose=False, headers={"Cookie": f"session={cookie}"},
+        return local_client(self.app.url, headers={"Cookie": f"session={cookie}"},
                       download_files=str(self.scratch / "downloads"))
 
 
@@ -547,9 +553,8 @@ class Flood:
     answer: one run at a time is accepted (and left to stream on), the rest refused."""
 
     def __init__(self, app: App, tally: Tally, dataset: Path, scratch: Path):
-        from gradio_client import Client
         self.tally, self.dataset = tally, str(dataset)
-        self.client = Client(app.url, verbose=False, headers={"X-Bees-Ants-Key": new_key()},
+        self.client = local_client(app.url, headers={"X-Bees-Ants-Key": new_key()},
                              download_files=str(scratch / "flood"))
 
     def run(self, until: float) -> None:

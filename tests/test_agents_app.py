@@ -9,12 +9,12 @@ import shutil
 
 import httpx
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 pytest.importorskip("mcp")
 
-from app_fixtures import app_settings, dataset_zip, running_app  # noqa: E402
+from app_fixtures import api_client, app_settings, dataset_zip, running_app  # noqa: E402
 from conftest import COLOURS, write_image  # noqa: E402
 from test_app import call, train_args  # noqa: E402
 
@@ -93,8 +93,8 @@ def test_the_server_offers_the_agent_tools_alone_and_each_one_works(app, tmp_pat
 def test_two_agents_are_two_visitors(app, tmp_path):
     url, settings = app
     image = picture_url(tmp_path)
-    x_api = Client(url, verbose=False, headers={"X-Bees-Ants-Key": X_KEY})
-    y_api = Client(url, verbose=False, headers={"X-Bees-Ants-Key": Y_KEY})
+    x_api = api_client(url, headers={"X-Bees-Ants-Key": X_KEY})
+    y_api = api_client(url, headers={"X-Bees-Ants-Key": Y_KEY})
     call(x_api, "draft_add_class", "x-secret-class")
     # X's run: long enough to be running while Y tries to cancel it; X cancels it at the end.
     run = x_api.submit(**train_args(settings.dataset_dirs[0], epochs=500), api_name="/train")
@@ -127,7 +127,7 @@ def test_two_agents_are_two_visitors(app, tmp_path):
     status = json.loads(text(x["status"]))
     assert status["status"] in ("queued", "preparing", "scanning", "running") and status["epochs"] == 500
     # The draft: the same key from gradio_client is X; Y's key does not reach it.
-    assert "x-secret-class" in call(Client(url, verbose=False, headers={"X-Bees-Ants-Key": X_KEY}), "draft", None)[
+    assert "x-secret-class" in call(api_client(url, headers={"X-Bees-Ants-Key": X_KEY}), "draft", None)[
         "draft-table"]
     assert "x-secret-class" not in call(y_api, "draft", None)["draft-table"]
 
@@ -144,13 +144,13 @@ def test_a_key_that_breaks_the_rule_is_refused_with_the_rule(app, tmp_path):
     answer = agent(url, "short", lambda s: s.call_tool("list_models", {}))
     assert answer.isError and "X-Bees-Ants-Key header must be a random secret" in text(answer)
     with pytest.raises(AppError, match="must be a random secret"):
-        Client(url, verbose=False, headers={"X-Bees-Ants-Key": "short"}).predict(api_name="/list_models")
+        api_client(url, headers={"X-Bees-Ants-Key": "short"}).predict(api_name="/list_models")
     assert KEY_RULE.startswith("the X-Bees-Ants-Key header")
 
 
 def test_a_dataset_named_visitors_is_listed_like_any_other(app, tmp_path):
     url, _ = app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     archive = dataset_zip(tmp_path / "visitors.zip", {"ants": 5, "bees": 5})
     picker = call(client, "import_dataset", handle_file(str(archive)))["dataset"]
     assert picker["value"].endswith("/visitors")
@@ -172,7 +172,7 @@ def test_a_file_url_as_a_model_is_an_unknown_model(app, tmp_path):
         # A long name is cut at 100 characters in the refusal (the pytest temp path may be longer).
         assert answer.isError and text(answer) == f"no model named '{name[:100]}'; the models here: shared.pt"
         assert os.getcwd() not in text(answer).replace(name, "")
-    client = Client(url, verbose=False)
+    client = api_client(url)
     for name in names:
         with pytest.raises(AppError) as refused:
             client.predict(handle_file(write_image(tmp_path / "b.png", COLOURS["bees"])), name, api_name="/classify")

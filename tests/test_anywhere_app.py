@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 pytest.importorskip("mcp")
@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 pytest.importorskip("safetensors")
 
-from app_fixtures import app_settings, running_app  # noqa: E402
+from app_fixtures import api_client, app_settings, running_app  # noqa: E402
 from conftest import COLOURS, write_image  # noqa: E402
 from fake_hub import serve_fake_hub  # noqa: E402
 from test_app import call, visitor_of  # noqa: E402
@@ -86,7 +86,7 @@ def test_mcp_lists_classify_with_a_usable_description_and_calls_it(app, tmp_path
 
 def test_classify_over_the_api_explains_bad_input(app, tmp_path):
     url, *_ = app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     answer = json.loads(client.predict(handle_file(write_image(tmp_path / "b.png", COLOURS["bees"], seed=3)), "shared.pt",
                                        api_name="/classify"))
     assert {p["label"] for p in answer["predictions"]} == {"ants", "bees"}
@@ -102,7 +102,7 @@ def test_export_onnx_from_the_tab_runs_with_onnxruntime(app):
     import onnxruntime as ort
 
     url, settings, *_ = app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     shared = str(settings.weights_dir / "shared.pt")
     export = call(client, "export_onnx", shared)
     file, note = export["model-file"], export["model-file-note"]
@@ -118,7 +118,7 @@ def test_export_onnx_from_the_tab_runs_with_onnxruntime(app):
 
 def test_push_to_hub_from_the_tab(app):
     url, settings, endpoint, hub = app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     shared = str(settings.weights_dir / "shared.pt")
     done = client.predict(shared, "carol/ants", TOKEN, False, api_name="/push_to_hub")
     assert "Pushed to [carol/ants]" in done and "predict" in done and "confusion matrix" in done
@@ -136,7 +136,7 @@ def test_push_to_hub_from_the_tab(app):
 
 def test_own_models_are_offered_to_their_owner_alone(app, trained_checkpoint, tmp_path):
     url, settings, *_ = app
-    owner, stranger = Client(url, verbose=False), Client(url, verbose=False)
+    owner, stranger = api_client(url), api_client(url)
     own = visitor_of(owner).folder(settings.weights_dir)
     own.mkdir(parents=True)
     shutil.copy(trained_checkpoint, own / "mine.pt")

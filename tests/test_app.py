@@ -11,7 +11,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_settings, dataset_zip, running_app
+from app_fixtures import api_client, app_settings, dataset_zip, running_app
 from bees_ants import catalog
 from bees_ants.catalog import CatalogError, Settings
 from bees_ants.checkpoint import load_checkpoint, save_checkpoint
@@ -65,7 +65,7 @@ def train(client: Client, dataset_dir, **kw) -> list[dict]:
 def server(tmp_path_factory):
     settings = app_settings(tmp_path_factory.mktemp("app"))
     with running_app(settings) as url:
-        yield Client(url, verbose=False), settings
+        yield api_client(url), settings
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +118,11 @@ def test_a_new_page_catches_up_with_the_finished_run(server, first_run):
     client, _ = server
     # An API client is identified by its session: a new session is someone else, who sees no run
     # (a browser keeps its identity across reloads: test_e2e_browser's second page catches up).
-    stranger = Client(client.src, verbose=False)
+    stranger = api_client(client.src)
     assert "No training yet" in call(stranger, "follow")["status"]
     # The same session coming back (a new Client object) is the same visitor: its page already
     # shows the finished run, so following it draws nothing new, and the run is still theirs.
-    same = Client(client.src, verbose=False)
+    same = api_client(client.src)
     same.session_hash = client.session_hash
     assert set(call(same, "follow").values()) == {None}
     assert "Nothing to cancel" in same.predict(api_name="/cancel")

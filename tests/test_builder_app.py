@@ -4,9 +4,10 @@ is classified with the visitor's model only."""
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
+from app_fixtures import api_client
 from conftest import COLOURS, write_image
 from test_app import call, train, visitor_of
 
@@ -28,7 +29,7 @@ def built(served_app, tmp_path_factory):
     (client, the /draft_create outputs, the /train outputs)."""
     url, _ = served_app
     folder = tmp_path_factory.mktemp("pictures")
-    client = Client(url, verbose=False)
+    client = api_client(url)
     for cls in ("ants", "bees"):
         out = call(client, "draft_add_class", cls)
         assert out["draft-class"]["value"] == cls and out["draft-added"] == f"Added class **{cls}**: now add its images."
@@ -41,7 +42,7 @@ def built(served_app, tmp_path_factory):
 
 def test_files_are_checked_as_they_arrive_and_the_split_is_shown(served_app, tmp_path):
     url, _ = served_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     call(client, "draft_add_class", "wasps")
     junk = tmp_path / "notes.txt"
     junk.write_text("not an image")
@@ -60,7 +61,7 @@ def test_files_are_checked_as_they_arrive_and_the_split_is_shown(served_app, tmp
 
 def test_class_names_that_are_paths_are_refused(served_app, tmp_path):
     url, settings = served_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     call(client, "draft", None)  # the client's visit is recorded (housekeeping.touch): written before we look
     before = sorted(settings.data_root.parent.rglob("*"))
     for name in ("../x", "..", "a/b", ".draft", "train"):
@@ -76,7 +77,7 @@ def test_the_created_dataset_is_the_builders_own_and_trains(built, served_app):
     assert created["dataset"]["value"] == path
     assert "Created `api_set`" in created["draft-created"] and "| ants | 4 | 1 |" in created["draft-created"]
     assert "Finished 3 epochs" in run[-1]["status"]
-    stranger = Client(client.src, verbose=False)
+    stranger = api_client(client.src)
     notice = call(stranger, "train", dataset=path, arch="resnet18", mode="fixed", backbone="none", epochs=1, lr=0.02,
                   momentum=0.9, batch_size=4, step_size=7, gamma=0.1, frozen_epochs=5)["notice"]
     assert "Not started" in notice and "choose a dataset from the list" in notice
@@ -84,7 +85,7 @@ def test_the_created_dataset_is_the_builders_own_and_trains(built, served_app):
 
 def test_another_visitor_can_neither_see_nor_touch_the_draft(built, tmp_path):
     client, _, _ = built
-    stranger = Client(client.src, verbose=False)
+    stranger = api_client(client.src)
     assert classes_shown(call(stranger, "draft", None)) == []
     # The stranger's page offers no class to name, so Gradio refuses the name before the app sees it;
     # once the stranger has a class list of their own, the app refuses names that are not on it.
@@ -100,7 +101,7 @@ def test_another_visitor_can_neither_see_nor_touch_the_draft(built, tmp_path):
 
 def test_rename_and_remove_through_the_app(served_app, tmp_path):
     url, _ = served_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     call(client, "draft_add_class", "cat")
     call(client, "draft_add_images", "cat", pictures(tmp_path, "ants", 2))
     out = call(client, "draft_rename", "cat", "Katze")
@@ -121,7 +122,7 @@ def test_a_pasted_image_is_classified_with_the_visitors_own_model_only(built, tm
     image = pictures(tmp_path, "bees", 1)[0]
     label = client.predict(model, image, api_name="/classify_one")
     assert label["label"] in ("ants", "bees") and {c["label"] for c in label["confidences"]} == {"ants", "bees"}
-    stranger = Client(client.src, verbose=False)
+    stranger = api_client(client.src)
     for other in (model, "/etc/passwd"):
         with pytest.raises(AppError, match="No trained model yet|choose a model from the list"):
             stranger.predict(other, image, api_name="/classify_one")

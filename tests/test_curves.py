@@ -6,9 +6,8 @@ from dataclasses import asdict
 
 import gradio as gr
 import pytest
-from gradio_client import Client
 
-from app_fixtures import FixedJob, app_settings
+from app_fixtures import FixedJob, api_client, app_settings
 from bees_ants import ui
 from bees_ants.checkpoint import load_checkpoint
 from bees_ants.datahash import dataset_hash
@@ -149,7 +148,7 @@ def test_a_checkpoint_records_the_hash_of_its_data(tiny_dataset, tmp_path):
 @pytest.fixture(scope="module")
 def two_runs(served_app):
     url, settings = served_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     dataset = settings.dataset_dirs[0]
     models = [train(client, dataset, epochs=e, lr=lr)[-1]["model"]["value"] for e, lr in ((2, 0.02), (3, 0.05))]
     return client, models
@@ -177,7 +176,7 @@ def test_compare_shows_two_runs_on_one_plot_and_what_differs(two_runs):
 def test_compare_refuses_someone_elses_models_like_missing_ones(served_app, two_runs):
     url, _ = served_app
     _, models = two_runs
-    stranger = Client(url, verbose=False)
+    stranger = api_client(url)
     for picked in ([models[0]], [models[0], models[1]], ["/etc/passwd"], "not a list", [7]):
         shown = call(stranger, "compare", picked)
         assert shown["compare-table"] == "⚠ choose a model from the list"

@@ -19,6 +19,7 @@ from bees_ants.explain import feature_layer, gradcam
 from bees_ants.models import build_model
 from bees_ants.predict import Predictor
 from bees_ants.visitors import Visitor
+from app_fixtures import api_client
 from conftest import COLOURS, SHARED, write_image
 from test_app import named
 
@@ -160,7 +161,7 @@ def owner(served_app, trained_checkpoint, tmp_path_factory):
     """A client with its own model, whose val set has its two class folders swapped: every val
     image is a mistake."""
     url, settings = served_app
-    client = Client(url, verbose=False)
+    client = api_client(url)
     swapped = shutil.copytree(load_checkpoint(trained_checkpoint).meta["dataset"]["root"],
                               tmp_path_factory.mktemp("swapped") / "data")
     (swapped / "val" / "ants").rename(swapped / "val" / "tmp")
@@ -186,7 +187,7 @@ def test_app_explains_the_uploads_with_the_predictions_labels(owner, tmp_path):
 def test_app_explains_only_the_visitors_own_models(served_app, owner, tmp_path):
     url, _ = served_app
     _, model = owner
-    stranger = Client(url, verbose=False)
+    stranger = api_client(url)
     image = handle_file(write_image(tmp_path / "a.png", COLOURS["ants"]))
     with pytest.raises(AppError, match="No trained model yet"):
         stranger.predict(model, [image], api_name="/explain")

@@ -9,9 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
-from app_fixtures import app_settings, running_app
+from app_fixtures import api_client, app_settings, running_app
 from bees_ants import catalog, housekeeping
 from bees_ants.checkpoint import side_file
 from bees_ants.housekeeping import DAY, BudgetExceeded, Housekeeper
@@ -308,7 +307,7 @@ def copies(model: str) -> tuple[int, int]:
 
 def test_repeated_downloads_leave_a_bounded_number_of_files(download_server):
     url, model, root = download_server
-    client = Client(url, verbose=False, download_files=str(root / "client"))
+    client = api_client(url, download_files=str(root / "client"))
     for _ in range(6):  # twice the 3 kept, of each kind: enough to show the oldest go
         for endpoint in ("/download_checkpoint", "/export_onnx"):
             client.predict(model, api_name=endpoint)

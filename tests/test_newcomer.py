@@ -8,7 +8,7 @@ import torchvision.datasets.utils
 import torchvision.models._api
 from gradio_client import Client
 
-from app_fixtures import FixedJob, app_settings, running_app
+from app_fixtures import FixedJob, api_client, app_settings, running_app
 from bees_ants import catalog, ui
 from bees_ants.errors import UserError
 from bees_ants.ui.train_tab import first_use_note, prepare_run
@@ -85,7 +85,7 @@ def test_offline_first_run_through_the_app(offline, tmp_path):
     args = dict(dataset=tutorial, arch="resnet18", mode="fixed", backbone="imagenet", epochs=1, lr=0.01,
                 momentum=0.9, batch_size=4, step_size=7, gamma=0.1, frozen_epochs=1)
     with running_app(settings) as url:
-        client = Client(url, verbose=False)
+        client = api_client(url)
         final = _outputs(client, "train", list(client.submit(**args, api_name="/train"))[-1])
         assert "Training failed" in final["status"]
         assert all(way in final["status"] for way in APP_WAYS), final["status"]

@@ -15,7 +15,7 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app_fixtures import app_settings, running_app
+from app_fixtures import api_client, app_settings, running_app
 from bees_ants import catalog, checkpoint, runner
 from bees_ants.checkpoint import remove_stale_temp_files, save_checkpoint, side_file
 from bees_ants.images import PixelBudget
@@ -125,7 +125,7 @@ def shared_model_server(tmp_path_factory, trained_checkpoint):
 def test_concurrent_predictions_of_the_same_images_all_succeed(shared_model_server, tmp_path):
     url, _, model = shared_model_server
     images = [write_image(tmp_path / f"{i}.png", COLOURS["ants" if i % 2 else "bees"], seed=i) for i in range(3)]
-    clients = [Client(url, verbose=False) for _ in range(16)]
+    clients = [api_client(url) for _ in range(16)]
 
     def calls(client: Client) -> list:
         outcomes = []
@@ -148,7 +148,7 @@ def test_concurrent_predictions_of_the_same_images_all_succeed(shared_model_serv
 
 def test_status_answers_at_once_with_the_callers_job(shared_model_server):
     url, settings, _ = shared_model_server
-    client = Client(url, verbose=False)
+    client = api_client(url)
     idle = client.predict(api_name="/status")
     assert "No training yet" in idle[0]
     run = client.submit(dataset=str(settings.dataset_dirs[0]), arch="resnet18", mode="fixed", backbone="none",
@@ -158,7 +158,7 @@ def test_status_answers_at_once_with_the_callers_job(shared_model_server):
         next(iter(run))  # the first output: the job exists
         status = client.predict(api_name="/status")[0]
         assert "resnet18" in status and "300 epochs" in status and "No training yet" not in status
-        other = Client(url, verbose=False).predict(api_name="/status")[0]
+        other = api_client(url).predict(api_name="/status")[0]
         assert "No training yet" in other  # a different caller: their own (no) job
     finally:
         client.predict(api_name="/cancel")

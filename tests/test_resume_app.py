@@ -2,8 +2,8 @@
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
+from app_fixtures import api_client
 from bees_ants.resume import resume_path
 from test_app import call, named, rows, train_args
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 @pytest.mark.timeout(900)  # three short fine-tunes at the speed of a loaded 2-core machine
 def test_a_visitor_resumes_their_own_cancelled_run_and_no_one_elses(served_app):
     url, settings = served_app
-    owner, other = Client(url, verbose=False), Client(url, verbose=False)
+    owner, other = api_client(url), api_client(url)
     args = train_args(settings.dataset_dirs[0], mode="finetune", epochs=3, lr=0.01, optimizer="adamw", patience=0)
     run = owner.submit(**args, api_name="/train")
     for out in run:

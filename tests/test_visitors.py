@@ -14,7 +14,7 @@ from bees_ants.catalog import DATASET_REFUSAL
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import FixedJob, app_settings, dataset_zip, running_app
+from app_fixtures import FixedJob, api_client, app_settings, dataset_zip, running_app
 from conftest import make_dataset
 from test_app import call, named, rows, train, train_args, visitor_of
 
@@ -27,13 +27,13 @@ ODD_VALUES = [7, ["a", "b"], {"path": "/etc/passwd"}, LONG_NAME]
 @pytest.fixture(scope="module")
 def alice(served_app):
     url, _ = served_app
-    return Client(url, verbose=False)
+    return api_client(url)
 
 
 @pytest.fixture(scope="module")
 def bob(served_app):
     url, _ = served_app
-    return Client(url, verbose=False)
+    return api_client(url)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_one_address_gets_a_fair_share_of_the_queue_through_the_api(tmp_path):
     """Every API client is a new visitor, but not a new address: the queue counts jobs by address."""
     settings = dataclasses.replace(app_settings(tmp_path), max_per_address=1)
     with running_app(settings) as url:
-        first, second = Client(url, verbose=False), Client(url, verbose=False)
+        first, second = api_client(url), api_client(url)
         run = first.submit(**train_args(settings.dataset_dirs[0], epochs=300), api_name="/train")
         try:
             next(iter(run))  # the first output: the job exists

@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import spaces  # noqa: E402,F401  (a Space imports it before torch touches CUDA)
 import torch  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 
 import bees_ants.runner as runner  # noqa: E402
 import bees_ants.zerogpu as zerogpu  # noqa: E402
-from app_fixtures import app_settings, running_app  # noqa: E402
+from app_fixtures import api_client, app_settings, running_app  # noqa: E402
 from test_app import call, named, rows, train, train_args  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def main(root: Path, hub_token: str) -> dict:
     settings = app_settings(root)
     with running_app(settings) as url:
         # A visitor as a Space's page sends them: with the token ZeroGPU counts their quota by.
-        client = Client(url, verbose=False, headers={"X-IP-Token": "a-visitor"})
+        client = api_client(url, headers={"X-IP-Token": "a-visitor"})
         # A short run to the end. It must end within the GPU time it asks for, which is estimated for
         # a GPU; this stand-in's worker trains on a CPU, which other tests may keep busy: it is given
         # more time to set up (the 110 s cap still applies).
