@@ -40,7 +40,11 @@ def choose(page, elem_id, option):
 
 
 def set_up_training(page, mode, epochs, lr, patience=0):
-    choose(page, "arch", "resnet18")
+    # Picking an architecture resets the starting weights to its default, by a reply that under
+    # load can land after, and undo, the pick below: so only when it is not the one already.
+    if page.locator("#arch input").input_value() != "resnet18":
+        choose(page, "arch", "resnet18")
+        expect(page.locator("#backbone input")).to_have_value(re.compile("ImageNet"))
     choose(page, "backbone", "none (random init)")  # ImageNet would need the internet
     radio = page.get_by_label(mode)
     if not radio.is_checked():  # picking a mode sets its own rate and patience: let that land first
