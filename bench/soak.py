@@ -344,7 +344,7 @@ class ApiVisitor:
 
     def connect(self):
         return local_client(self.app.url, headers={"X-Bees-Ants-Key": self.key},
-                      download_files=str(self.scratch / "downloads"))
+                            download_files=str(self.scratch / "downloads"))
 
     def run(self, until: float) -> None:
         for loop in itertools.count():
@@ -464,7 +464,7 @@ class SignedInVisitor(ApiVisitor):
         if not cookie:
             raise SystemExit("the local sign-in set no session cookie")
         return local_client(self.app.url, headers={"Cookie": f"session={cookie}"},
-                      download_files=str(self.scratch / "downloads"))
+                            download_files=str(self.scratch / "downloads"))
 
 
 def value(output):
@@ -555,7 +555,7 @@ class Flood:
     def __init__(self, app: App, tally: Tally, dataset: Path, scratch: Path):
         self.tally, self.dataset = tally, str(dataset)
         self.client = local_client(app.url, headers={"X-Bees-Ants-Key": new_key()},
-                             download_files=str(scratch / "flood"))
+                                   download_files=str(scratch / "flood"))
 
     def run(self, until: float) -> None:
         args = dict(dataset=self.dataset, arch=ARCH, mode="fixed", backbone="none", epochs=1, lr=0.01, momentum=0.9,
