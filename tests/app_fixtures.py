@@ -54,7 +54,7 @@ def running_app(settings: Settings, **launch_options):
 def api_client(url: str, **options) -> Client:
     """A gradio_client for an app served here. The app is plain http on 127.0.0.1, so there is no
     certificate to check; with checking on, httpx loads the CA bundle again for every request
-    gradio_client sends (each opens a connection of its own): an eighth of the suite's CPU."""
+    gradio_client sends (each opens a connection of its own): 7.5% of the suite's sampled CPU time."""
     return Client(url, verbose=False, ssl_verify=False, **options)
 
 
