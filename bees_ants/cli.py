@@ -383,7 +383,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
                    help="tutorial: its exact recipe (batch 4, a fresh feature view per epoch); "
                    "options given with it still win")
     def finetune(name: str) -> str:
-        """"; finetune X" where fine-tuning's own default (MODE_DEFAULTS) differs from TrainConfig's."""
+        """The help's "; finetune X" where fine-tuning's default (MODE_DEFAULTS) differs from TrainConfig's."""
         value = MODE_DEFAULTS["finetune"].get(name, getattr(d, name))
         shown = ("on" if value else "off") if isinstance(value, bool) else value
         return f"; finetune {shown}" if value != getattr(d, name) else ""

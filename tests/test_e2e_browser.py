@@ -40,11 +40,7 @@ def choose(page, elem_id, option):
 
 
 def set_up_training(page, mode, epochs, lr, patience=0):
-    # Picking an architecture resets the starting weights to its default, by a reply that under
-    # load can land after, and undo, the pick below: so only when it is not the one already.
-    if page.locator("#arch input").input_value() != "resnet18":
-        choose(page, "arch", "resnet18")
-        expect(page.locator("#backbone input")).to_have_value(re.compile("ImageNet"))
+    choose(page, "arch", "resnet18")
     choose(page, "backbone", "none (random init)")  # ImageNet would need the internet
     radio = page.get_by_label(mode)
     if not radio.is_checked():  # picking a mode sets its own rate and patience: let that land first
@@ -87,6 +83,10 @@ def test_train_watch_reload_cancel_predict_evaluate_export(browser, served_app, 
     page = open_page(browser, url)
     expect(page.locator("#status")).to_contain_text("No training yet")
     expect(page.locator("#dataset input")).to_have_value("tiny · ants, bees")
+    # Another backbone brings its own default weights back (no local file here: ImageNet).
+    choose(page, "backbone", "none (random init)")
+    choose(page, "arch", "mobilenet_v2")
+    expect(page.locator("#backbone input")).to_have_value(re.compile("^ImageNet"))
 
     # A long fine-tuning run: watch epoch rows arrive, click Train again, follow from a second page.
     set_up_training(page, "fine-tune the whole network", 200, 0.01)

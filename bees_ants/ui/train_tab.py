@@ -238,7 +238,12 @@ class TrainTab:
         self.form["arch"] = gr.Dropdown(list(ARCHS), value=arch, label="Backbone", elem_id="arch")
         self.form["backbone"] = gr.Dropdown([(c.label, c.value) for c in backbones], value=weights.value,
                                             label="Start from weights", allow_custom_value=True, elem_id="backbone")
-        self.form["arch"].input(self.backbone_for, self.form["arch"], self.form["backbone"], api_visibility="private")
+        # Another backbone starts from its own default weights. The choices are fixed when the page is
+        # built, so the browser switches them itself, at once: a server's reply could land after,
+        # and undo, a pick of weights made meanwhile (seen under load).
+        defaults = {a: catalog.backbone_for_arch(backbones, a).value for a in ARCHS}
+        self.form["arch"].input(None, self.form["arch"], self.form["backbone"],
+                                js=f"(arch) => ({json.dumps(defaults)})[arch]")
         first_use = gr.Markdown(first_use_note(self.dataset.value, weights.value, arch, self.settings),
                                 elem_id="first-use")
         gr.on([self.dataset.change, self.form["arch"].change, self.form["backbone"].change], self.first_use,
@@ -448,9 +453,6 @@ class TrainTab:
 
     def first_use(self, dataset: str, backbone: str, arch: str) -> str:
         return first_use_note(dataset, backbone, arch, self.settings)
-
-    def backbone_for(self, arch: str) -> str:
-        return catalog.backbone_for_arch(catalog.backbone_choices(self.settings), arch).value
 
     def dataset_picker(self, request: gr.Request, profile: gr.OAuthProfile | None,
                        selected: str | None = None) -> gr.Dropdown:
