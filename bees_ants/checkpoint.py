@@ -27,8 +27,8 @@ FORMAT = "bees_ants/1"
 REQUIRED_META = ("arch", "class_names", "mode", "preprocessing")
 SIDE_SUFFIX = ".json"  # <checkpoint>.pt.json: its metadata alone, so listings need not load weights
 # Temporary files of an interrupted save: ".<name>.<random>.tmp" (checkpoints and their side
-# files) and ".<name>.pt2.tmp", ".<name>.onnx.tmp" (exports).
-TEMP_FILE = re.compile(r"^\..+\.tmp$")
+# files) and ".<stem>.tmp.pt2", ".<stem>.tmp.onnx" (exports).
+TEMP_FILE = re.compile(r"^\..+\.tmp(\.pt2|\.onnx)?$")
 # TrainConfig fields that say where and on what a run ran, not how it learned: left out of a
 # checkpoint's "hyperparameters", so two runs of one recipe compare equal.
 NOT_HYPERPARAMETERS = ("data_dir", "out_dir", "checkpoint_path", "device", "resume_from", "memory_budget_mb")

@@ -28,9 +28,9 @@ normalisation is baked in — and carry the class names and the resize/crop reci
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -74,7 +74,7 @@ def traced(ckpt: Checkpoint) -> tuple[torch.export.ExportedProgram, dict]:
 
 
 def _save_atomically(output: Path, save) -> Path:
-    tmp = output.with_name(f".{output.name}.tmp")
+    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")  # torch.export.save warns unless it ends .pt2
     try:
         save(tmp)
         os.replace(tmp, output)
@@ -114,19 +114,57 @@ def export_onnx(checkpoint: str | os.PathLike | Checkpoint, output: str | os.Pat
 
 
 def export_apart(fmt: str, checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """`export_program` (fmt "pt2") or `export_onnx` ("onnx") in a process of its own (this
-    project's command line), for a process in which other threads train, as the app's do.
-    torch.export sets process-wide state: while it runs, every @torch._disable_dynamo function
-    (torch.manual_seed, the optimizer's zero_grad and step, ...) edits trace metadata that all
-    threads share, and in the app a run failed with "KeyError: 'custom'" while a visitor exported
-    a model (bench.soak). A few seconds of start-up, once per model: the app keeps the file."""
-    package_parent = str(Path(__file__).resolve().parent.parent)  # importable whatever the working folder
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_parent, os.environ.get("PYTHONPATH"))))}
-    done = subprocess.run([sys.executable, "-m", "bees_ants", "export", str(checkpoint), "--format", fmt,
-                           "--output", str(output)], capture_output=True, text=True, env=env)
-    if done.returncode:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-        if done.returncode == 2 and last.startswith("error: "):  # the command line's advice (a UserError)
-            raise UserError(last.removeprefix("error: "))
-        raise RuntimeError(f"python -m bees_ants export failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    """`export_program` (fmt "pt2") or `export_onnx` ("onnx") in a process of its own, for a process
+    in which other threads train, as the app's do. torch.export sets process-wide state: while it
+    runs, every @torch._disable_dynamo function (torch.manual_seed, the optimizer's zero_grad and
+    step, ...) edits trace metadata that all threads share, and in the app a run failed with
+    "KeyError: 'custom'" while a visitor exported a model (bench.soak).
+
+    Each export is a fork of multiprocessing's fork server, a clean single-threaded process that
+    imported torch and this module once: the first export pays that start-up (seconds on a small
+    CPU), the next ones start at once, and each still ends with its process."""
+    receive, send = _FORK_SERVER.Pipe(duplex=False)
+    worker = _FORK_SERVER.Process(target=_export_and_report, args=(fmt, str(checkpoint), str(output), send),
+                                  name="bees_ants-export")
+    _start_fork_server_once()
+    worker.start()
+    send.close()  # the worker holds the only sending end now: its exit ends `recv` whatever happens
+    try:
+        error = receive.recv()
+    except EOFError:  # it died without a word (killed, out of memory)
+        error = None
+    finally:
+        receive.close()
+        worker.join()
+    if error is not None:
+        raise UserError(error)
+    if worker.exitcode:
+        raise RuntimeError(f"the export process ended with exit code {worker.exitcode} and no model")
     return Path(output)
+
+
+_FORK_SERVER = multiprocessing.get_context("forkserver")
+_fork_server_lock = threading.Lock()
+_fork_server_configured = False
+
+
+def _start_fork_server_once() -> None:
+    """What the fork server imports before it forks anything: the entry script (`python app.py`;
+    without it each fork would import the app anew to rebuild `__main__`), this module and the
+    ONNX exporter's packages when they are installed (an ImportError there is skipped)."""
+    global _fork_server_configured
+    with _fork_server_lock:
+        if not _fork_server_configured:
+            _FORK_SERVER.set_forkserver_preload(["__main__", __name__, "onnx", "onnxscript"])
+            _fork_server_configured = True
+
+
+def _export_and_report(fmt: str, checkpoint: str, output: str, report) -> None:
+    """In the export process: export, then send None, or the message of a UserError (what the
+    command line would print as its advice)."""
+    try:
+        (export_onnx if fmt == "onnx" else export_program)(checkpoint, output)
+    except UserError as e:
+        report.send(str(e))
+        return
+    report.send(None)

@@ -49,7 +49,7 @@ from .device import (autocast, batch_slices, describe_device, inference_batch_si
                      rank_and_world)
 from .models import (Preprocessing, after_cut, before_cut, blocks, build_model, freeze_backbone, freeze_before,
                      get_head, headless, preprocessing_for)
-from .resume import load_resume_state, restore_training_state, resume_path, save_resume_state
+from .resume import best_so_far, load_resume_state, restore_training_state, resume_path, save_resume_state
 from .stats import improves, stop_reason
 
 
@@ -466,17 +466,16 @@ class TrainingRun:
         save_checkpoint(self.checkpoint_path, self.best.state_dict, meta)
 
     def _save_resume_state(self, epoch: int) -> None:
-        """What `_restore` needs to continue after `epoch`, written atomically beside the checkpoint."""
+        """What `_restore` needs to continue after `epoch`, written atomically beside the checkpoint
+        (which holds the best so far)."""
         if self.rank != 0:
             return
-        best = {"val_acc": self.best.val_acc, "val_loss": self.best.val_loss, "epoch": self.best.epoch,
-                "state_dict": self.best.state_dict}
         save_resume_state(self.checkpoint_path, self.config, epoch, self.model, self.optimizer, self.scheduler,
-                          self.history, best)
+                          self.history)
 
     def _restore(self, state: dict) -> None:
         restore_training_state(state, self.model, self.optimizer, self.scheduler)
         self.history = [EpochRecord(**r) for r in state["history"]]
-        b = state["best"]
+        b = best_so_far(state, self.checkpoint_path)
         self.best = Best(b["val_acc"], b["val_loss"], b["epoch"], {k: v.to(self.device) for k, v in b["state_dict"].items()})
         self.first_epoch = state["epoch"] + 1

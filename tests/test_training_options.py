@@ -1,5 +1,6 @@
 """Training the last blocks on cached activations, AdamW, early stopping and resume (issue #10)."""
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +168,7 @@ def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert resume_path(first.checkpoint_path).is_file()
     state = load_resume_state(first.checkpoint_path)
     assert state["epoch"] == 2 and state["optimizer"]["state"]  # SGD momentum buffers kept
+    assert "best" not in state  # the best weights are the checkpoint's: not a second copy
 
     resumed = TrainingRun(resume_config(first.checkpoint_path))
     records = list(resumed)
@@ -181,6 +183,30 @@ def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
     assert not resume_path(resumed.checkpoint_path).exists()
     with pytest.raises(ResumeError, match="nothing to resume"):
         resume_config(resumed.checkpoint_path)
+
+
+def test_the_best_so_far_comes_from_the_checkpoint_or_an_older_state_file(small_dataset, tmp_path):
+    import torch
+
+    from bees_ants.checkpoint import write_atomically
+    cancel = threading.Event()
+    run = TrainingRun(config(small_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
+    for _ in run:
+        cancel.set()
+    ckpt = load_checkpoint(run.checkpoint_path)
+    # A resume state of the first format carried its own copy of the best: it still resumes.
+    state = load_resume_state(run.checkpoint_path)
+    older = {**state, "format": "bees_ants-resume/1",
+             "best": {**ckpt.meta["best"], "state_dict": {k: v.clone() for k, v in ckpt.state_dict.items()}}}
+    write_atomically(resume_path(run.checkpoint_path), lambda f: torch.save(older, f))
+    resumed = TrainingRun(resume_config(run.checkpoint_path))
+    resumed._setup()
+    assert resumed.best.epoch == 1 and all(torch.equal(v, ckpt.state_dict[k]) for k, v in resumed.best.state_dict.items())
+    # Without its checkpoint, a run has no best to go on from: said, not a KeyError.
+    write_atomically(resume_path(run.checkpoint_path), lambda f: torch.save(state, f))
+    Path(run.checkpoint_path).unlink()
+    with pytest.raises(ResumeError, match="without the run's checkpoint"):
+        TrainingRun(resume_config(run.checkpoint_path))._setup()
 
 
 def test_cli_resumes_an_interrupted_run(tiny_dataset, tmp_path, capsys):
