@@ -417,8 +417,16 @@ class JobManager:
         return self._state_dir / f"job-{job.id}.json"
 
     def _restore(self) -> None:
+        # A crash mid-save leaves a temporary file. One written in the last minute may be a save
+        # under way in another server process (a restart before the old process has gone): removing
+        # it would make that save, and the job it records, fail.
+        cutoff = time.time() - 60
         for tmp in self._state_dir.glob(".job-*.json.tmp"):
-            tmp.unlink(missing_ok=True)
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except FileNotFoundError:  # its save has just finished
+                pass
         for path in sorted(self._state_dir.glob("job-*.json")):
             try:
                 job = _job_from_dict(json.loads(path.read_text()))

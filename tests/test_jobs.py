@@ -96,6 +96,20 @@ def test_two_runners_train_two_visitors_at_once(tiny_dataset, tmp_path):
     assert run_to_end(manager, BOB)[-1].status == "completed"
 
 
+def test_a_restart_removes_a_crashed_save_but_not_one_under_way(tmp_path):
+    import os
+    import time
+    state = tmp_path / "jobs"
+    state.mkdir()
+    crashed, under_way = state / ".job-1.json.tmp", state / ".job-2.json.tmp"
+    crashed.write_text("{half")
+    an_hour_ago = time.time() - 3600
+    os.utime(crashed, (an_hour_ago, an_hour_ago))
+    under_way.write_text("{being written by the server before this one")
+    JobManager(state_dir=state)
+    assert not crashed.exists() and under_way.exists()
+
+
 def test_a_restart_reports_running_jobs_as_interrupted_and_keeps_their_checkpoint(tiny_dataset, tmp_path):
     state = tmp_path / "jobs"
     before = JobManager(state_dir=state)
