@@ -409,8 +409,11 @@ class JobManager:
             record.pop(estimate)
         record.pop("source")  # an address is needed only while the job is active; not kept on disk
         path = self._record_path(job)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record))
+        # A name of its own for each save: another server process on the same folder (a restart
+        # before the old one has gone) may be saving the same job at the same moment.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self._state_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
         os.replace(tmp, path)  # a crash mid-write leaves the previous version, never half a file
 
     def _record_path(self, job: Job) -> Path:
@@ -421,7 +424,7 @@ class JobManager:
         # under way in another server process (a restart before the old process has gone): removing
         # it would make that save, and the job it records, fail.
         cutoff = time.time() - 60
-        for tmp in self._state_dir.glob(".job-*.json.tmp"):
+        for tmp in self._state_dir.glob(".job-*.json.*.tmp"):
             try:
                 if tmp.stat().st_mtime < cutoff:
                     tmp.unlink()

@@ -101,7 +101,7 @@ def test_a_restart_removes_a_crashed_save_but_not_one_under_way(tmp_path):
     import time
     state = tmp_path / "jobs"
     state.mkdir()
-    crashed, under_way = state / ".job-1.json.tmp", state / ".job-2.json.tmp"
+    crashed, under_way = state / ".job-1.json.k2j4_x.tmp", state / ".job-2.json.8ehw0q.tmp"
     crashed.write_text("{half")
     an_hour_ago = time.time() - 3600
     os.utime(crashed, (an_hour_ago, an_hour_ago))
