@@ -3,7 +3,6 @@ separate, a small training config for them, a free local port."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import zipfile
 from pathlib import Path
@@ -13,15 +12,6 @@ from pathlib import Path
 # processes the tests start inherit it too.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-# The tests' temporary folders go to a RAM disk when there is one with room. A run writes
-# gigabytes there (checkpoints and resume states, each fsync'd as the app's atomic saves are), and
-# on this project's 2-core machine the disk's writeback stalled both workers: 25 GB written, and
-# the suite took 518 s against 483 s on /dev/shm, measured the same hour. The folders of passed
-# tests go as they end, and only the last run's stay (pyproject.toml), so a few GB are held at
-# most. PYTEST_DEBUG_TEMPROOT (pytest's own variable) chooses the place instead.
-if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 8 * 2**30:
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/dev/shm")
 
 import numpy as np
 import pytest
