@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -126,7 +125,6 @@ def export_apart(fmt: str, checkpoint: str | os.PathLike, output: str | os.PathL
     receive, send = _FORK_SERVER.Pipe(duplex=False)
     worker = _FORK_SERVER.Process(target=_export_and_report, args=(fmt, str(checkpoint), str(output), send),
                                   name="bees_ants-export")
-    _start_fork_server_once()
     worker.start()
     send.close()  # the worker holds the only sending end now: its exit ends `recv` whatever happens
     try:
@@ -144,19 +142,10 @@ def export_apart(fmt: str, checkpoint: str | os.PathLike, output: str | os.PathL
 
 
 _FORK_SERVER = multiprocessing.get_context("forkserver")
-_fork_server_lock = threading.Lock()
-_fork_server_configured = False
-
-
-def _start_fork_server_once() -> None:
-    """What the fork server imports before it forks anything: the entry script (`python app.py`;
-    without it each fork would import the app anew to rebuild `__main__`), this module and the
-    ONNX exporter's packages when they are installed (an ImportError there is skipped)."""
-    global _fork_server_configured
-    with _fork_server_lock:
-        if not _fork_server_configured:
-            _FORK_SERVER.set_forkserver_preload(["__main__", __name__, "onnx", "onnxscript"])
-            _fork_server_configured = True
+# What the fork server imports before it forks anything (it starts with the first export): the
+# entry script (`python app.py`; without it each fork would import the app anew to rebuild
+# `__main__`), this module, and the ONNX exporter's packages when installed (an ImportError is skipped).
+_FORK_SERVER.set_forkserver_preload(["__main__", __name__, "onnx", "onnxscript"])
 
 
 def _export_and_report(fmt: str, checkpoint: str, output: str, report) -> None:
