@@ -106,7 +106,7 @@ def train_config(args, settings: Settings, on_cpu: bool = False) -> tuple[TrainC
     with no --mode, `on_cpu` picks it."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     given["data_dir"] = args.data_dir or ""
-    defaults, note = {"out_dir": str(settings.weights_dir)}, ""
+    defaults, note = {"out_dir": str(settings.weights_dir), "image_size": settings.image_size}, ""
     if args.backbone_weights is not None:
         given["backbone_weights"] = backbone_weights_arg(args.backbone_weights)
     elif settings.backbone_weights is not None and settings.backbone_weights.is_file():
@@ -156,11 +156,12 @@ def cmd_train(args) -> int:
           + (f"; early stop: patience {config.patience} on {STOP_METRIC_TEXT[config.stop_metric]}"
              if config.patience else "")
           + ("; BatchNorm statistics frozen" if config.freeze_bn and config.mode != "fixed" else "")
+          + (f"; input {config.image_size} px" if config.image_size else "")
           + (f"; resuming {config.resume_from}" if config.resume_from else ""), flush=True)
     if mode_note:
         print(f"mode {config.mode}: {mode_note}", flush=True)
     print(f"device {describe_device(device)}", flush=True)
-    dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
+    dataset = load_dataset(config.data_dir, preprocessing_for(config.arch, config.image_size), on_progress=progress,
                            memory_budget_mb=config.memory_budget_mb)
     progress.end()
     print(dataset.summary(), flush=True)
@@ -422,6 +423,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, dest="freeze_bn",
                    help="BatchNorm layers that train keep their pretrained statistics (eval mode) "
                    f"(default {'on' if d.freeze_bn else 'off'}{finetune('freeze_bn')})")
+    t.add_argument("--image-size", type=int, dest="image_size", metavar="PIXELS",
+                   help="the side of the square the model sees: fewer pixels train quicker, at some accuracy "
+                   "(default: BEES_ANTS_IMAGE_SIZE, else the architecture's own, 224)")
     t.add_argument("--memory-budget-mb", type=int, dest="memory_budget_mb",
                    help="RAM for decoded images and cached activations; a dataset larger than it streams from "
                    "disk each epoch (default: BEES_ANTS_MEMORY_BUDGET_MB, else half of the available memory)")

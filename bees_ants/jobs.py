@@ -152,8 +152,8 @@ class RunTimes:
 
     @staticmethod
     def kind(config: TrainConfig) -> tuple:
-        # What sets the cost of an image: the backbone, the mode, and how much of it trains.
-        return config.arch, config.mode, 0 if config.mode == "fixed" else config.train_blocks
+        # What sets the cost of an image: the backbone, its input size, the mode, and how much of it trains.
+        return config.arch, config.image_size, config.mode, 0 if config.mode == "fixed" else config.train_blocks
 
     def learn(self, job: Job, records: list[EpochRecord]) -> None:
         """Time `records`: epochs of `job` that just finished (or all of a job on record)."""

@@ -57,11 +57,14 @@ class Preprocessing:
         return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
-def preprocessing_for(arch: str) -> Preprocessing:
-    """`arch`'s eval transforms as its torchvision weights entry gives them (sizes, statistics)."""
+def preprocessing_for(arch: str, image_size: int | None = None) -> Preprocessing:
+    """`arch`'s eval transforms as its torchvision weights entry gives them (sizes, statistics);
+    with `image_size` (TrainConfig's), that crop, and the resize scaled in the entry's proportion."""
     t = default_weights(arch).transforms()
     resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
     crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
+    if image_size is not None:
+        resize, crop = round(image_size * resize / crop), image_size
     return Preprocessing(int(resize), int(crop), tuple(t.mean), tuple(t.std), t.interpolation.value)
 
 

@@ -119,7 +119,7 @@ def training_events(config: TrainConfig, cancel_path: str, time_limit: float | N
         # The dataset, model, optimiser and cached features live in this frame and the run only,
         # so they are garbage once it returns.
         try:
-            dataset = load_dataset(config.data_dir, preprocessing_for(config.arch), on_progress=progress,
+            dataset = load_dataset(config.data_dir, preprocessing_for(config.arch, config.image_size), on_progress=progress,
                                    memory_budget_mb=config.memory_budget_mb)
         except Cancelled:
             return "cancelled"

@@ -13,6 +13,9 @@ elsewhere without code changes. Where things live on disk (`Settings.from_env`, 
   BEES_ANTS_WEIGHTS_DIR        where checkpoints are written and listed (default weights/);
                                exports are written next to their checkpoint (.pt2, .onnx);
                                the app keeps its job records and its browser key in it too
+  BEES_ANTS_IMAGE_SIZE         the input size new runs train at, in pixels (the CLI's --image-size
+                               default): 160 or 112 make training and prediction quicker on a CPU
+                               Space, at some accuracy (default: the architecture's own, 224)
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
   BEES_ANTS_MAX_RUN_SECONDS    longest a run may train (default 1200, 20 minutes; 0: no cap); it
@@ -69,6 +72,7 @@ class Settings:
     dataset_dirs: tuple[Path, ...] = ()
     backbone_weights: Path | None = None
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
+    image_size: int | None = None
     max_running: int = 1
     max_queued: int = 10
     max_run_seconds: int = 20 * 60  # a fine-tune of the tutorial's set takes minutes on a CPU
@@ -113,6 +117,7 @@ class Settings:
         return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
                    backbone_weights=Path(weights) if weights else None,
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
+                   image_size=_number(env, "BEES_ANTS_IMAGE_SIZE", 0) or None,
                    max_running=_number(env, "BEES_ANTS_MAX_RUNNING", 1),
                    max_queued=max_queued,
                    max_datasets=_number(env, "BEES_ANTS_MAX_DATASETS", 10),

@@ -234,7 +234,7 @@ class TrainingRun:
         cfg = self.config
         self.rank, self.world = rank_and_world()
         torch.manual_seed(cfg.seed + self.rank)  # DDP copies rank 0's initial weights to the others
-        self.preprocessing = preprocessing_for(cfg.arch)
+        self.preprocessing = preprocessing_for(cfg.arch, cfg.image_size)
         if self.dataset is None:
             self.dataset = load_dataset(cfg.data_dir, self.preprocessing, on_progress=self.on_progress,
                                         memory_budget_mb=cfg.memory_budget_mb)

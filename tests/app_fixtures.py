@@ -10,18 +10,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 from gradio_client import Client  # noqa: E402
 
 from bees_ants.catalog import Settings  # noqa: E402
-from conftest import COLOURS, free_port, make_dataset, write_image, write_zip  # noqa: E402
+from conftest import COLOURS, IMAGE_SIZE, free_port, make_dataset, write_image, write_zip  # noqa: E402
 
 
 def app_settings(root: Path) -> Settings:
     """A server offering the tiny two-class set and a one-class set that cannot train; the data
-    root is empty, so the tutorial's set shows as "downloaded on first use"."""
+    root is empty, so the tutorial's set shows as "downloaded on first use". Runs train at the
+    tests' IMAGE_SIZE, as BEES_ANTS_IMAGE_SIZE would make them."""
     tiny = make_dataset(root / "tiny")
     for split in ("train", "val"):
         write_image(root / "one_class" / split / "ants" / "a.png", COLOURS["ants"])
     (root / "data").mkdir()
     return Settings(data_root=root / "data", dataset_dirs=(tiny, root / "one_class"),
-                    weights_dir=root / "weights")
+                    weights_dir=root / "weights", image_size=IMAGE_SIZE)
 
 
 def dataset_zip(path: Path, sizes: dict[str, int], extra: dict[str, bytes] | None = None) -> Path:

@@ -17,7 +17,7 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("safetensors")
 
 from app_fixtures import api_client, app_settings, running_app  # noqa: E402
-from conftest import COLOURS, write_image  # noqa: E402
+from conftest import COLOURS, IMAGE_SIZE, write_image  # noqa: E402
 from fake_hub import serve_fake_hub  # noqa: E402
 from test_app import call, visitor_of  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_export_onnx_from_the_tab_runs_with_onnxruntime(app):
     file, note = export["model-file"], export["model-file-note"]
     assert Path(file["value"]).name == "shared.onnx" and "onnxruntime" in note
     session = ort.InferenceSession(file["value"], providers=["CPUExecutionProvider"])
-    probs = session.run(None, {"crops": np.zeros((2, 3, 224, 224), np.uint8)})[0]
+    probs = session.run(None, {"crops": np.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)})[0]
     assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     theirs = str(settings.weights_dir / "visitors" / "someone-else" / "theirs.pt")
     with pytest.raises(AppError, match="choose a model from the list"):

@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app_fixtures import api_client, app_settings, dataset_zip, running_app
+from conftest import IMAGE_SIZE
 from bees_ants import catalog
 from bees_ants.catalog import CatalogError, Settings
 from bees_ants.checkpoint import load_checkpoint, save_checkpoint
@@ -348,7 +349,7 @@ def test_download_and_export_a_model(server, first_model):
     export = call(client, "export", first_model)
     file, note = export["model-file"], export["model-file-note"]
     program = torch.export.load(file["value"])
-    probs = program.module()(torch.zeros(3, 3, 224, 224, dtype=torch.uint8))
+    probs = program.module()(torch.zeros(3, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8))
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
     assert "torch.export.load" in note
     exported = Path(first_model).with_suffix(".pt2")

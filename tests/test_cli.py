@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from bees_ants.checkpoint import load_checkpoint
 from bees_ants.cli import ProgressLine, build_parser, main, train_config
 from bees_ants.config import TrainConfig
 from bees_ants.settings import Settings
 from conftest import COLOURS, make_dataset, write_image, write_zip
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCATIONS = ("BEES_ANTS_DATA_ROOT", "BEES_ANTS_DATASETS", "BEES_ANTS_BACKBONE_WEIGHTS", "BEES_ANTS_WEIGHTS_DIR")
+LOCATIONS = ("BEES_ANTS_DATA_ROOT", "BEES_ANTS_DATASETS", "BEES_ANTS_BACKBONE_WEIGHTS", "BEES_ANTS_WEIGHTS_DIR",
+             "BEES_ANTS_IMAGE_SIZE")
 
 
 @pytest.fixture
@@ -117,6 +119,7 @@ def test_progress_on_a_terminal_rewrites_one_line():
 def test_train_uses_the_locations_and_defaults_to_fixed_on_a_cpu(env, tmp_path, capsys):
     env.setenv("BEES_ANTS_DATA_ROOT", str(tmp_path / "root"))
     env.setenv("BEES_ANTS_WEIGHTS_DIR", str(tmp_path / "models"))
+    env.setenv("BEES_ANTS_IMAGE_SIZE", "64")
     members = {}
     for cls in ("ants", "bees"):
         for i in range(5):
@@ -129,6 +132,7 @@ def test_train_uses_the_locations_and_defaults_to_fixed_on_a_cpu(env, tmp_path, 
     assert (tmp_path / "root" / "bugs" / "train").is_dir()  # the zip went into BEES_ANTS_DATA_ROOT
     [checkpoint] = (tmp_path / "models").glob("*.pt")  # and the model into BEES_ANTS_WEIGHTS_DIR
     assert checkpoint.name.startswith("resnet18-fixed-") and not Path("weights").exists()
+    assert load_checkpoint(checkpoint).meta["preprocessing"]["crop_size"] == 64  # BEES_ANTS_IMAGE_SIZE's
     assert any(line.startswith("mode fixed: no --mode given and this is a CPU") for line in lines)
     first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
     before = "\n".join(lines[:first_epoch])
@@ -141,7 +145,7 @@ def test_evaluate_defaults_to_the_models_own_dataset(env, tmp_path, capsys):
     data = make_dataset(tmp_path / "mine", n_train=4, n_val=2)
     model = tmp_path / "m.pt"
     assert main(["train", "--data-dir", str(data), "--backbone-weights", "none", "--mode", "fixed",
-                 "--epochs", "1", "--batch-size", "4", "--output", str(model)]) == 0
+                 "--epochs", "1", "--batch-size", "4", "--image-size", "64", "--output", str(model)]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(model)]) == 0
     out = capsys.readouterr().out
@@ -160,7 +164,7 @@ def test_evaluate_without_the_models_dataset_or_the_tutorials_classes_says_what_
     data = make_dataset(tmp_path / "three", classes=("ants", "bees", "wasps"), n_train=3, n_val=2)
     model = tmp_path / "m.pt"
     assert main(["train", "--data-dir", str(data), "--backbone-weights", "none", "--mode", "fixed",
-                 "--epochs", "1", "--batch-size", "4", "--output", str(model)]) == 0
+                 "--epochs", "1", "--batch-size", "4", "--image-size", "64", "--output", str(model)]) == 0
     capsys.readouterr()
     data.rename(tmp_path / "moved")
     assert main(["evaluate", str(model)]) == 2

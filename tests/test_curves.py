@@ -17,7 +17,7 @@ from bees_ants.ui.train_tab import ACTIVE_TICK_S, IDLE_TICK_S
 from bees_ants.views.comparison import comparison_curves, comparison_markdown, run_name
 from bees_ants.views.evaluation import checkpoint_curves
 from bees_ants.views.training import status_markdown, training_curves
-from conftest import make_dataset, small_config, write_image
+from conftest import IMAGE_SIZE, make_dataset, small_config, write_image
 from test_app import call, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # gradio vs pandas 3 deprecations
@@ -165,7 +165,9 @@ def test_compare_shows_two_runs_on_one_plot_and_what_differs(two_runs):
     digest = metas[0]["dataset"]["hash"][:12]
     assert f"| data hash | `{digest}` | `{digest}` |" in table  # the same data, not in bold
     assert "| epoch of best |" in table.replace("**epoch of best**", "epoch of best")
-    assert "The same in all:" in table and "momentum 0.9" in table
+    assert "The same in all:" in table and "momentum 0.9" in table and f"input size {IMAGE_SIZE} px" in table
+    full_size = {**metas[1], "preprocessing": {**metas[1]["preprocessing"], "crop_size": 224}}
+    assert f"| **input size** | {IMAGE_SIZE} px | 224 px |" in comparison_markdown([metas[0], full_size])
     drawn = plots(shown["compare-curves"]["value"])
     assert {p.split(" · epoch")[0] for p in points(drawn["Accuracy"])} == {f"{n} · {s}" for n in names
                                                                           for s in ("train", "val")}

@@ -26,7 +26,7 @@ def test_two_process_cpu_training(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "-m", "bees_ants", "train", "--data-dir", str(data),
            "--backbone-weights", "none", "--mode", "finetune", "--epochs", "3", "--lr", "0.01", "--batch-size", "4",
-           "--device", "cpu", "--output", str(out)]
+           "--image-size", "64", "--device", "cpu", "--output", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sum(line.startswith("epoch ") for line in proc.stdout.splitlines()) == 3  # rank 0 reports

@@ -63,10 +63,10 @@ def corners_image(path: Path, top_left: str, bottom_right: str, seed: int) -> Pa
     return path
 
 
-def test_heatmaps_lie_where_the_class_evidence_is(trained_checkpoint, tmp_path):
+def test_heatmaps_lie_where_the_class_evidence_is(full_size_checkpoint, tmp_path):
     """The toy model tells ants (red) from bees (blue) by colour: each class's heatmap is hot in the
     corner of its colour, and follows it when the corners swap."""
-    predictor = Predictor(trained_checkpoint)
+    predictor = Predictor(full_size_checkpoint)
     ants, bees = predictor.classes.index("ants"), predictor.classes.index("bees")
     files = [corners_image(tmp_path / "ants_bees.png", "ants", "bees", seed=1),
              corners_image(tmp_path / "bees_ants.png", "bees", "ants", seed=2)]
@@ -78,8 +78,8 @@ def test_heatmaps_lie_where_the_class_evidence_is(trained_checkpoint, tmp_path):
             assert hot > 3 * cold, (explanation.name, predictor.classes[target], corners)
 
 
-def test_explanations_use_the_predictors_own_crops_and_labels(trained_checkpoint, tmp_path):
-    predictor = Predictor(trained_checkpoint)
+def test_explanations_use_the_predictors_own_crops_and_labels(full_size_checkpoint, tmp_path):
+    predictor = Predictor(full_size_checkpoint)
     files = [write_image(tmp_path / "red.jpg", COLOURS["ants"], size=(300, 200), seed=1),
              tmp_path / "missing.png",
              write_image(tmp_path / "blue.png", COLOURS["bees"], size=(90, 160), seed=2)]
@@ -111,13 +111,13 @@ def test_overlay_names_are_safe_and_unique():
                                         "image-gradcam.jpg", "image-2-gradcam.jpg"]
 
 
-def test_cli_predict_explain_writes_an_overlay_per_readable_image(trained_checkpoint, tmp_path, capsys):
+def test_cli_predict_explain_writes_an_overlay_per_readable_image(full_size_checkpoint, tmp_path, capsys):
     images = [write_image(tmp_path / "one" / "bee photo.png", COLOURS["bees"], seed=1),
               write_image(tmp_path / "two" / "bee photo.png", COLOURS["bees"], seed=2),
               write_image(tmp_path / "ant.jpg", COLOURS["ants"], seed=3)]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     out = tmp_path / "overlays" / "new"
-    code = main(["predict", str(trained_checkpoint), str(tmp_path / "one"), str(tmp_path / "two"),
+    code = main(["predict", str(full_size_checkpoint), str(tmp_path / "one"), str(tmp_path / "two"),
                  str(images[2]), str(tmp_path / "broken.jpg"), "--explain", str(out)])
     captured = capsys.readouterr()
     assert code == 1  # the broken file; the others still got their line and their overlay
@@ -131,14 +131,14 @@ def test_cli_predict_explain_writes_an_overlay_per_readable_image(trained_checkp
             assert overlay.format == "JPEG" and overlay.width > overlay.height > 200
             assert np.asarray(overlay).std() > 10  # a picture, not a blank page
     (tmp_path / "file").write_text("")
-    assert main(["predict", str(trained_checkpoint), str(images[2]), "--explain", str(tmp_path / "file" / "x")]) == 2
+    assert main(["predict", str(full_size_checkpoint), str(images[2]), "--explain", str(tmp_path / "file" / "x")]) == 2
     assert "cannot create that folder" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "hymenoptera_data").is_dir(), reason="../shared data absent")
-def test_explain_real_photos_of_every_size(trained_checkpoint):
+def test_explain_real_photos_of_every_size(full_size_checkpoint):
     files = sorted((SHARED / "data" / "hymenoptera_data" / "val" / "ants").iterdir())[:6]
-    explanations = Predictor(trained_checkpoint).explain(files)
+    explanations = Predictor(full_size_checkpoint).explain(files)
     assert all(e.error is None and e.heatmap.shape == (224, 224) and e.heatmap.max() <= 1 for e in explanations)
 
 
@@ -157,17 +157,17 @@ def value(output):
 
 
 @pytest.fixture(scope="module")
-def owner(served_app, trained_checkpoint, tmp_path_factory):
+def owner(served_app, full_size_checkpoint, tmp_path_factory):
     """A client with its own model, whose val set has its two class folders swapped: every val
     image is a mistake."""
     url, settings = served_app
     client = api_client(url)
-    swapped = shutil.copytree(load_checkpoint(trained_checkpoint).meta["dataset"]["root"],
+    swapped = shutil.copytree(load_checkpoint(full_size_checkpoint).meta["dataset"]["root"],
                               tmp_path_factory.mktemp("swapped") / "data")
     (swapped / "val" / "ants").rename(swapped / "val" / "tmp")
     (swapped / "val" / "bees").rename(swapped / "val" / "ants")
     (swapped / "val" / "tmp").rename(swapped / "val" / "bees")
-    return client, own_model(settings, client, trained_checkpoint, swapped)
+    return client, own_model(settings, client, full_size_checkpoint, swapped)
 
 
 def test_app_explains_the_uploads_with_the_predictions_labels(owner, tmp_path):

@@ -43,7 +43,7 @@ print(json.dumps({{"info": json.loads(extra["bees_ants.json"]), "probs": probs.t
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["imported_project"] is False
     assert result["info"]["class_names"] == ["ants", "bees"]
-    assert "to 256 (bilinear)" in result["info"]["input"]  # resnet18's weights entry says bilinear
+    assert "to 73 (bilinear)" in result["info"]["input"]  # 64 px in 256:224; resnet18's entry says bilinear
     expected = predictor.probabilities(batch)
     assert torch.allclose(torch.tensor(result["probs"]), expected, atol=1e-5)
     assert [max(range(2), key=p.__getitem__) for p in result["probs"]] == expected.argmax(1).tolist()

@@ -263,7 +263,8 @@ def test_a_start_that_is_due_says_any_moment_now_never_0_00(tmp_path):
 
 def test_the_rates_of_runs_on_record_survive_a_restart(tiny_dataset, tmp_path):
     before = JobManager(state_dir=tmp_path / "jobs")
-    before.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=2))
+    # At the default size, so that the epochs outweigh the checkpoint saves worked back out of the first.
+    before.submit(ALICE, small_config(tiny_dataset, tmp_path, epochs=2, image_size=None))
     finished = run_to_end(before)[-1]
     assert finished.images == 24 and finished.epoch_ended is not None
     after = JobManager(state_dir=tmp_path / "jobs")  # a new server process reading the same state folder

@@ -69,7 +69,8 @@ def test_cli_train_predict_evaluate(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", classes=("ants", "bees", "wasps"), n_train=6, n_val=3)
     out = tmp_path / "model.pt"
     code = main(["train", "--data-dir", str(data), "--backbone-weights", "none", "--mode", "fixed",
-                 "--epochs", "6", "--lr", "0.02", "--batch-size", "4", "--output", str(out), "--json"])
+                 "--epochs", "6", "--lr", "0.02", "--batch-size", "4", "--image-size", "64", "--output", str(out),
+                 "--json"])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert sum(line.startswith("epoch ") for line in printed.splitlines()) == 6

@@ -87,8 +87,9 @@ def test_the_form_and_the_command_line_make_the_same_config(tab):
                 **form_values_from(recipe({"mode": mode, "data_dir": ""}))}
         form["dataset"], form["backbone"] = str(tab.settings.dataset_dirs[0]), "none"
         _, from_form = tab.form_config(visitor, form)
-        args = build_parser(Settings()).parse_args(["train", "--mode", mode, "--backbone-weights", "none"])
-        from_cli, _ = train_config(args, Settings())
+        installed = Settings(image_size=tab.settings.image_size)  # BEES_ANTS_IMAGE_SIZE, as the app has it
+        args = build_parser(installed).parse_args(["train", "--mode", mode, "--backbone-weights", "none"])
+        from_cli, _ = train_config(args, installed)
         differ = {k for k, v in vars(from_form).items() if getattr(from_cli, k) != v}
         assert differ == {"data_dir", "out_dir"}, mode  # where the data is and where the visitor's checkpoints go
         assert from_form.backbone_lr_scale == MODE_DEFAULTS.get(mode, {}).get("backbone_lr_scale", 1.0)

@@ -8,12 +8,14 @@ import pytest
 pytest.importorskip("mcp")
 
 from bench.soak import soak  # noqa: E402
+from conftest import IMAGE_SIZE  # noqa: E402
 
 BUDGETS = {"BEES_ANTS_MAX_DATASETS": "1", "BEES_ANTS_MAX_MODELS": "1", "BEES_ANTS_KEEP_DOWNLOADS": "1"}
 
 
 def test_a_short_soak_has_no_errors_and_keeps_within_the_budgets(tmp_path):
-    report = soak(tmp_path, visitors=1, agents=1, seconds=10, exports=False, sample_every=2, env=BUDGETS,
+    report = soak(tmp_path, visitors=1, agents=1, seconds=10, exports=False, sample_every=2,
+                  env={**BUDGETS, "BEES_ANTS_IMAGE_SIZE": str(IMAGE_SIZE)},
                   log=lambda _: None)
     errors = {name: row["first_errors"] for name, row in report["endpoints"].items() if row["errors"]}
     assert report["errors"] == 0, errors

@@ -97,12 +97,16 @@ def test_cli_options_reach_the_checkpoint(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "m.pt"
     assert main(["train", "--data-dir", str(tiny_dataset), "--arch", "resnet18", "--backbone-weights", "none",
                  "--mode", "finetune", "--train-blocks", "1", "--epochs", "2", "--batch-size", "4",
-                 "--stop-metric", "val_loss", "--freeze-bn", "--patience", "1", "--output", str(out)]) == 0
+                 "--stop-metric", "val_loss", "--freeze-bn", "--patience", "1", "--image-size", "64",
+                 "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "early stop: patience 1 on val loss" in printed and "BatchNorm statistics frozen" in printed
+    assert "; input 64 px" in printed
     assert "95% CI" in printed.split("done: ")[1]
-    hyper = load_checkpoint(out).meta["hyperparameters"]
-    assert (hyper["stop_metric"], hyper["freeze_bn"], hyper["patience"]) == ("val_loss", True, 1)
+    meta = load_checkpoint(out).meta
+    hyper = meta["hyperparameters"]
+    assert (hyper["stop_metric"], hyper["freeze_bn"], hyper["patience"], hyper["image_size"]) == ("val_loss", True, 1, 64)
+    assert (meta["preprocessing"]["resize_size"], meta["preprocessing"]["crop_size"]) == (73, 64)  # 256:224
 
 
 def checkpoint_meta(acc: float, n_val: int, created: str) -> dict:

@@ -93,7 +93,7 @@ def test_unreadable_files_are_skipped_with_their_reason(tiny_dataset):
 @pytest.mark.parametrize("mode", ["fixed", "finetune"])
 def test_a_model_learns_on_the_streaming_path(tiny_dataset, tmp_path, mode):
     # fixed: one streamed pass per split feeds the feature cache; finetune: every epoch streams
-    config = small_config(tiny_dataset, tmp_path, mode=mode, memory_budget_mb=TINY_MB,
+    config = small_config(tiny_dataset, tmp_path, mode=mode, memory_budget_mb=TINY_MB, image_size=None,
                           **({"lr": 0.01} if mode == "finetune" else {}))
     run = TrainingRun(config)
     records = list(run)
@@ -135,7 +135,7 @@ def test_cli_budget_option_streams(tiny_dataset, tmp_path, capsys):
 
 def test_a_job_says_how_its_images_are_held(tiny_dataset, tmp_path):
     manager = JobManager(state_dir=tmp_path / "jobs")
-    manager.submit("alice-key", small_config(tiny_dataset, tmp_path, epochs=1, memory_budget_mb=TINY_MB))
+    manager.submit("alice-key", small_config(tiny_dataset, tmp_path, epochs=1, memory_budget_mb=TINY_MB, image_size=None))
     final = list(manager.follow("alice-key"))[-1]
     assert final.status == "completed"
     assert final.storage == "streaming from disk: 5.99 MB decoded would exceed the 1 MB budget"

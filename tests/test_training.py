@@ -13,12 +13,12 @@ from bees_ants.device import batch_slices
 from bees_ants.predict import Predictor
 from bees_ants.config import ConfigError, TrainConfig
 from bees_ants.train import TrainingRun
-from conftest import COLOURS, SHARED, make_dataset, write_image
+from conftest import COLOURS, FINETUNE_IMAGE_SIZE, SHARED, make_dataset, write_image
 
 
 def config(data, tmp_path, **kw):
     base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
-                backbone_weights=None, out_dir=str(tmp_path / "weights"))
+                backbone_weights=None, image_size=FINETUNE_IMAGE_SIZE, out_dir=str(tmp_path / "weights"))
     return TrainConfig(**{**base, **kw})
 
 
@@ -88,7 +88,7 @@ def test_finetune_learns_and_writes_a_complete_checkpoint(finetune_run):
     assert meta["arch"] == "resnet18" and meta["mode"] == "finetune" and meta["status"] == "completed"
     assert meta["class_names"] == ["ants", "bees"]
     assert meta["best"]["val_acc"] == best and len(meta["history"]) == 3
-    assert meta["preprocessing"]["crop_size"] == 224 and len(meta["preprocessing"]["mean"]) == 3
+    assert meta["preprocessing"]["crop_size"] == FINETUNE_IMAGE_SIZE and len(meta["preprocessing"]["mean"]) == 3
     assert meta["hyperparameters"]["lr"] == 0.01 and meta["versions"]["torch"] == torch.__version__
     assert meta["dataset"]["counts"]["val"] == {"ants": 4, "bees": 4}
 
@@ -226,6 +226,9 @@ def test_invalid_hyperparameters_are_refused():
         TrainConfig(data_dir="x", mode="half")
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(data_dir="x", epochs=0)
+    for size in (16, 4096):
+        with pytest.raises(ConfigError, match=f"image_size must be between 32 and 1024 pixels .*not {size}"):
+            TrainConfig(data_dir="x", image_size=size)
 
 
 def test_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -13,11 +13,12 @@ from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
 from bees_ants.resume import ResumeError, load_resume_state, resume_config, resume_path
 from bees_ants.train import TrainingRun, plan_cache
+from conftest import FINETUNE_IMAGE_SIZE
 
 
 def config(data, tmp_path, **kw):
     base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
-                backbone_weights=None, out_dir=str(tmp_path / "weights"))
+                backbone_weights=None, image_size=FINETUNE_IMAGE_SIZE, out_dir=str(tmp_path / "weights"))
     return TrainConfig(**{**base, **kw})
 
 
@@ -93,7 +94,8 @@ def test_cache_stays_within_the_memory_budget(tiny_dataset, tmp_path):
     plan = plan_cache("x", image_bytes=100_000, n_train=16, n_val=8, views=3, budget=1 * mb)
     assert (plan.views, plan.val) == (0, True)
     # resnet18 after layer2 at 224 px: 128x28x28 fp16 = 200 kB an image; 2 MB hold the 8 val images only
-    run = TrainingRun(config(tiny_dataset, tmp_path, train_blocks=2, memory_budget_mb=2, feature_views=3, epochs=3))
+    run = TrainingRun(config(tiny_dataset, tmp_path, train_blocks=2, memory_budget_mb=2, feature_views=3, epochs=3,
+                             image_size=None))
     records = list(run)
     assert run.cache.image_bytes == 128 * 28 * 28 * 2
     assert run.cache.total_bytes <= 2 * mb and run.cache.views == 0

@@ -376,7 +376,8 @@ class TrainTab:
                  "arch": catalog.check_choice(form["arch"], ARCHS, "backbone"),
                  **{h.name: h.parse(form[h.name]) for h in HYPERPARAMETERS},
                  "backbone_weights": catalog.find_backbone(self.settings, form["backbone"]).weights}
-        return choice, recipe(given, defaults={"out_dir": str(catalog.room_for_model(self.settings, visitor))})
+        return choice, recipe(given, defaults={"out_dir": str(catalog.room_for_model(self.settings, visitor)),
+                                               "image_size": self.settings.image_size})
 
     def train(self, request: gr.Request, profile: gr.OAuthProfile | None, **form):
         """/train for API clients: start the job, then stream its view until it is over."""

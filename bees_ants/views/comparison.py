@@ -12,7 +12,9 @@ from .plots import curves_html
 
 NOT_RECORDED = "—"  # a checkpoint from before a value was kept
 # Hyperparameters that have a row of their own (backbone, mode), so are not listed again among the others.
-NOT_COMPARED = {"arch", "mode"}
+# arch and mode have rows of their own; image_size is shown as the input size every checkpoint's
+# preprocessing records (older ones have no image_size, and None means "the architecture's own").
+NOT_COMPARED = {"arch", "mode", "image_size"}
 
 
 def run_name(number: int, meta: dict) -> str:
@@ -61,6 +63,8 @@ def comparison_markdown(metas: list[dict]) -> str:
     hypers = [m.get("hyperparameters", {}) for m in metas]
     keys = sorted({k for h in hypers for k in h} - NOT_COMPARED)
     shown = {k: [_hyper_value(k, h[k]) if k in h else NOT_RECORDED for h in hypers] for k in keys}
+    shown["input size"] = [f"{m['preprocessing']['crop_size']} px" if m.get("preprocessing") else NOT_RECORDED
+                           for m in metas]
     same = {k: v[0] for k, v in shown.items() if len(set(v)) == 1}
     for key, values in shown.items():
         if key not in same or len(metas) == 1:
