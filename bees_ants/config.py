@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .settings import DEFAULT_WEIGHTS_DIR
+from .settings import DEFAULT_WEIGHTS_DIR, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .stats import STOP_METRICS
 
 ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0")
@@ -26,8 +26,6 @@ MODE_LABELS = {"finetune": "fine-tune the whole network", "fixed": "fixed featur
                "progressive": "fixed, then fine-tune (progressive)"}
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine")
-# Every ARCH halves its input five times before its last features: below 32 pixels nothing is left.
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 class ConfigError(UserError):

@@ -15,7 +15,7 @@ elsewhere without code changes. Where things live on disk (`Settings.from_env`, 
                                the app keeps its job records and its browser key in it too
   BEES_ANTS_IMAGE_SIZE         the input size new runs train at, in pixels (the CLI's --image-size
                                default): 160 or 112 make training and prediction quicker on a CPU
-                               Space, at some accuracy (default: the architecture's own, 224)
+                               Space, at some accuracy (default, or 0: the architecture's own, 224)
   BEES_ANTS_MAX_RUNNING        training jobs the app runs at once (default 1); more wait in a queue
   BEES_ANTS_MAX_QUEUED         jobs that may wait (default 10); beyond that Train is refused
   BEES_ANTS_MAX_RUN_SECONDS    longest a run may train (default 1200, 20 minutes; 0: no cap); it
@@ -64,6 +64,9 @@ from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data")
 DEFAULT_WEIGHTS_DIR = Path("weights")
+# The input sizes a run may train at (TrainConfig.image_size, BEES_ANTS_IMAGE_SIZE): every backbone
+# halves its input five times before its last features, so below 32 pixels nothing is left.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class Settings:
         return cls(data_root=Path(env.get("BEES_ANTS_DATA_ROOT") or DEFAULT_DATA_ROOT), dataset_dirs=extra,
                    backbone_weights=Path(weights) if weights else None,
                    weights_dir=Path(env.get("BEES_ANTS_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR),
-                   image_size=_number(env, "BEES_ANTS_IMAGE_SIZE", 0) or None,
+                   image_size=_image_size(env),
                    max_running=_number(env, "BEES_ANTS_MAX_RUNNING", 1),
                    max_queued=max_queued,
                    max_datasets=_number(env, "BEES_ANTS_MAX_DATASETS", 10),
@@ -144,6 +147,16 @@ def _number(env, name: str, default: float) -> float:
         return type(default)(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not a number") from None
+
+
+def _image_size(env) -> int | None:
+    """BEES_ANTS_IMAGE_SIZE, checked at start: a bad value stops the app and the CLI with its name,
+    rather than refusing every visitor's run later with a message only the operator can act on."""
+    size = _number(env, "BEES_ANTS_IMAGE_SIZE", 0) or None
+    if size is not None and not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"BEES_ANTS_IMAGE_SIZE={size} is not between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} "
+                         "pixels (leave it unset for the architecture's own size)")
+    return size
 
 
 def memory_budget_mb(env=os.environ) -> int | None:

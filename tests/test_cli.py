@@ -64,6 +64,16 @@ def test_help_names_the_locations_from_the_environment(env):
     assert "default models/" in text and "downloaded to images/" in text
 
 
+def test_the_image_size_setting_is_checked_at_start_and_an_option_wins_over_it():
+    assert Settings.from_env({}).image_size is None and Settings.from_env({"BEES_ANTS_IMAGE_SIZE": "0"}).image_size is None
+    settings = Settings.from_env({"BEES_ANTS_IMAGE_SIZE": "160"})
+    assert train_config(parse_train(), settings)[0].image_size == 160
+    assert train_config(parse_train("--image-size", "96"), settings)[0].image_size == 96
+    for bad in ("16", "4096"):
+        with pytest.raises(ValueError, match=f"BEES_ANTS_IMAGE_SIZE={bad} is not between 32 and 1024 pixels"):
+            Settings.from_env({"BEES_ANTS_IMAGE_SIZE": bad})
+
+
 def parse_train(*argv):
     return build_parser().parse_args(["train", *argv])
 
