@@ -34,6 +34,19 @@ IMAGE_SIZE = 64
 FINETUNE_IMAGE_SIZE = 128
 
 
+# The modules that take longest, longest first (as measured with --durations): the workers take
+# modules in collection order (pyproject: --no-loadscope-reorder), so the long ones start early and
+# the two workers end together instead of one running a long module alone at the end.
+LONGEST_FIRST = ("test_e2e_browser.py", "test_export.py", "test_e2e_builder.py", "test_e2e_layout.py",
+                 "test_training.py", "test_training_options.py", "test_streaming.py", "test_distributed.py",
+                 "test_hub.py", "test_zerogpu.py", "test_e2e_web.py", "test_app.py", "test_soak.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def write_image(path: Path, colour, size=(64, 48), seed=0, mode="RGB") -> Path:
     rng = np.random.default_rng(seed)
     pixels = (rng.normal(0, 35, (size[1], size[0], 3)) + colour).clip(0, 255).astype(np.uint8)

@@ -34,6 +34,15 @@ def browser():
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def close_visitors(browser):
+    """Each test's visitors (browser contexts) leave with it: an open Gradio page keeps a share of
+    a core busy (its timers and frames) while the next tests run."""
+    yield
+    for context in browser.contexts:
+        context.close()
+
+
 def choose(page, elem_id, option):
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option, exact=True).click()

@@ -53,7 +53,7 @@ def class_images(tmp_path, cls, colour, n):
 
 
 @pytest.mark.timeout(600)
-def test_build_train_and_predict_live(page, served_app, tmp_path):
+def test_build_train_and_predict_live(served_app, page, tmp_path):  # the page closes first: its stream ends
     url, _ = served_app
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.goto(url, wait_until="domcontentloaded")
