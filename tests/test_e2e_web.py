@@ -19,7 +19,6 @@ from bees_ants.errors import UserError
 from bees_ants.checkpoint import Checkpoint
 from bees_ants.cli import main
 from bees_ants.models import build_model, preprocessing_for
-from bees_ants import webpage
 from bees_ants.predict import Predictor
 from bees_ants.webpage import FLAVOURS, ORT_CDN, ORT_DIR_ENV, ORT_INTEGRITY, export_web, local_runtime
 from conftest import COLOURS, write_image
@@ -86,11 +85,13 @@ def web_page(trained_checkpoint, tmp_path_factory):
     return export_web(trained_checkpoint, tmp_path_factory.mktemp("web") / "page.web", ort_dir=ORT_DIR)
 
 
-def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, web_page, tmp_path, monkeypatch, capsys):
+def test_web_export_without_local_runtime_points_at_the_cdn(trained_checkpoint, web_page, tmp_path, monkeypatch,
+                                                            capsys):
     monkeypatch.delenv(ORT_DIR_ENV, raising=False)
     # The checkpoint's ONNX model as `web_page` exported it: the page around it is what is tested here
     # (the export itself: `web_page`, tests/test_export.py).
-    monkeypatch.setattr(webpage, "export_onnx", lambda checkpoint, output: shutil.copyfile(web_page / "model.onnx", output))
+    monkeypatch.setattr("bees_ants.webpage.export_onnx",
+                        lambda checkpoint, output: shutil.copyfile(web_page / "model.onnx", output))
     folder = tmp_path / "page.web"
     assert main(["export", str(trained_checkpoint), "--format", "web", "--output", str(folder)]) == 0
     assert f"exported to {folder} and {folder}.zip" in capsys.readouterr().out

@@ -13,13 +13,7 @@ from bees_ants.device import batch_slices
 from bees_ants.predict import Predictor
 from bees_ants.config import ConfigError, TrainConfig
 from bees_ants.train import TrainingRun
-from conftest import COLOURS, FINETUNE_IMAGE_SIZE, SHARED, make_dataset, write_image
-
-
-def config(data, tmp_path, **kw):
-    base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
-                backbone_weights=None, image_size=FINETUNE_IMAGE_SIZE, out_dir=str(tmp_path / "weights"))
-    return TrainConfig(**{**base, **kw})
+from conftest import COLOURS, FINETUNE_IMAGE_SIZE, SHARED, finetune_config, make_dataset, write_image
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +22,7 @@ def finetune_run(tmp_path_factory):
     run that both the checkpoint test and the progress test examine."""
     root = tmp_path_factory.mktemp("finetune")
     calls = []
-    run = TrainingRun(config(make_dataset(root / "tiny"), root), on_progress=lambda *a: calls.append(a))
+    run = TrainingRun(finetune_config(make_dataset(root / "tiny"), root), on_progress=lambda *a: calls.append(a))
     records = list(run)
     return run, records, calls
 
@@ -94,7 +88,7 @@ def test_finetune_learns_and_writes_a_complete_checkpoint(finetune_run):
 
 
 def test_fixed_mode_trains_only_the_head(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", epochs=6, lr=0.02))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="fixed", epochs=6, lr=0.02))
     initial = None
     for record in run:
         if initial is None:  # the model is built by now; snapshot after the first epoch
@@ -108,7 +102,7 @@ def test_fixed_mode_trains_only_the_head(tiny_dataset, tmp_path):
 def test_progressive_mode_unfreezes_after_frozen_epochs(tiny_dataset, tmp_path):
     source = build_model("resnet18", 1000)
     torch.save(source.state_dict(), tmp_path / "src.pth")
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="progressive", epochs=4, frozen_epochs=2,
                              backbone_weights=str(tmp_path / "src.pth")))
     backbone_moved = [not torch.equal(run.model.conv1.weight.cpu(), source.conv1.weight) for _ in run]
     assert backbone_moved == [False, False, True, True]
@@ -119,7 +113,8 @@ def test_progressive_mode_unfreezes_after_frozen_epochs(tiny_dataset, tmp_path):
 def test_fixed_mode_backbone_matches_the_source_weights(tiny_dataset, tmp_path):
     source = build_model("resnet18", 1000)
     torch.save(source.state_dict(), tmp_path / "src.pth")
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", epochs=2, backbone_weights=str(tmp_path / "src.pth")))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="fixed", epochs=2,
+                                      backbone_weights=str(tmp_path / "src.pth")))
     list(run)
     state = load_checkpoint(run.checkpoint_path).state_dict
     for k, v in source.state_dict().items():
@@ -128,14 +123,15 @@ def test_fixed_mode_backbone_matches_the_source_weights(tiny_dataset, tmp_path):
 
 
 def test_same_seed_same_history_on_cpu(small_dataset, tmp_path):
-    a = [(r.train_loss, r.val_acc) for r in TrainingRun(config(small_dataset, tmp_path, epochs=2, device="cpu"))]
-    b = [(r.train_loss, r.val_acc) for r in TrainingRun(config(small_dataset, tmp_path, epochs=2, device="cpu"))]
+    cfg = finetune_config(small_dataset, tmp_path, epochs=2, device="cpu")
+    a = [(r.train_loss, r.val_acc) for r in TrainingRun(cfg)]
+    b = [(r.train_loss, r.val_acc) for r in TrainingRun(cfg)]
     assert a == b
 
 
 def test_checkpoint_written_mid_run_describes_itself(tiny_dataset, tmp_path):
     """A crash right after a save leaves a file whose history reaches its best epoch."""
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", epochs=4, lr=0.02))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="fixed", epochs=4, lr=0.02))
     saved_at = []
     for record in run:
         meta = load_checkpoint(run.checkpoint_path).meta
@@ -167,7 +163,7 @@ def test_progress_is_reported_within_epochs(tiny_dataset, tmp_path, mode, reques
         run, _, calls = request.getfixturevalue("finetune_run")
     else:
         calls = []
-        run = TrainingRun(config(tiny_dataset, tmp_path, mode=mode, epochs=2),
+        run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode=mode, epochs=2),
                           on_progress=lambda *a: calls.append(a))
         list(run)
     runs = progress_runs(calls)
@@ -195,7 +191,7 @@ def test_checkpoint_without_interpolation_still_loads(trained_checkpoint, tmp_pa
 
 
 def test_cancel_after_an_epoch_keeps_best_checkpoint(small_dataset, tmp_path):
-    run = TrainingRun(config(small_dataset, tmp_path, epochs=25))
+    run = TrainingRun(finetune_config(small_dataset, tmp_path, epochs=25))
     for record in run:
         run.cancel.set()  # as the app's Cancel button does, from any thread
     assert run.status == "cancelled" and len(run.history) == 1
@@ -204,7 +200,7 @@ def test_cancel_after_an_epoch_keeps_best_checkpoint(small_dataset, tmp_path):
 
 
 def test_cancel_from_another_thread_mid_epoch(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, epochs=25))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, epochs=25))
     first_batch_done = threading.Event()
     real_step = torch.optim.SGD.step
 

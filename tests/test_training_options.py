@@ -13,13 +13,7 @@ from bees_ants.data import train_batches
 from bees_ants.models import after_cut, before_cut, blocks, build_model
 from bees_ants.resume import ResumeError, load_resume_state, resume_config, resume_path
 from bees_ants.train import TrainingRun, plan_cache
-from conftest import FINETUNE_IMAGE_SIZE
-
-
-def config(data, tmp_path, **kw):
-    base = dict(data_dir=str(data), arch="resnet18", mode="finetune", epochs=3, lr=0.01, batch_size=4,
-                backbone_weights=None, image_size=FINETUNE_IMAGE_SIZE, out_dir=str(tmp_path / "weights"))
-    return TrainConfig(**{**base, **kw})
+from conftest import finetune_config
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -38,7 +32,7 @@ def test_every_arch_splits_into_blocks_at_any_cut(arch):
 
 
 def test_last_blocks_learn_with_the_rest_frozen(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, train_blocks=2, epochs=4, feature_views=2))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, train_blocks=2, epochs=4, feature_views=2))
     torch.manual_seed(0)  # the run's seed: the same initial weights
     start = {k: v.clone() for k, v in build_model("resnet18", 2).state_dict().items()}
     records = list(run)
@@ -54,7 +48,7 @@ def test_last_blocks_learn_with_the_rest_frozen(tiny_dataset, tmp_path):
 
 def test_cached_activations_give_the_full_models_loss_and_gradients(tiny_dataset, tmp_path):
     """One batch: the tail on cached (fp16) activations vs the whole model with the prefix frozen."""
-    run = TrainingRun(config(tiny_dataset, tmp_path, train_blocks=2))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, train_blocks=2))
     run._setup()
     run.schedule.apply(run.model, 1)
     run._split_at(1)
@@ -94,8 +88,8 @@ def test_cache_stays_within_the_memory_budget(tiny_dataset, tmp_path):
     plan = plan_cache("x", image_bytes=100_000, n_train=16, n_val=8, views=3, budget=1 * mb)
     assert (plan.views, plan.val) == (0, True)
     # resnet18 after layer2 at 224 px: 128x28x28 fp16 = 200 kB an image; 2 MB hold the 8 val images only
-    run = TrainingRun(config(tiny_dataset, tmp_path, train_blocks=2, memory_budget_mb=2, feature_views=3, epochs=3,
-                             image_size=None))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, train_blocks=2, memory_budget_mb=2, feature_views=3,
+                                      epochs=3, image_size=None))
     records = list(run)
     assert run.cache.image_bytes == 128 * 28 * 28 * 2
     assert run.cache.total_bytes <= 2 * mb and run.cache.views == 0
@@ -104,13 +98,14 @@ def test_cache_stays_within_the_memory_budget(tiny_dataset, tmp_path):
 
 
 def test_progressive_moves_the_cut_from_the_head_to_the_last_blocks(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="progressive", frozen_epochs=1, train_blocks=1, epochs=2))
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="progressive", frozen_epochs=1, train_blocks=1,
+                                      epochs=2))
     caches = [r.cache for r in run]
     assert caches[0].startswith("cache of pooled features") and "after block 4 of 5" in caches[1]
 
 
 def test_adamw_learns_and_is_recorded(tiny_dataset, tmp_path):
-    run = TrainingRun(config(tiny_dataset, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, optimizer="adamw", lr=0.001, backbone_lr_scale=0.1,
                              label_smoothing=0.1, lr_schedule="cosine"))
     records = list(run)
     assert isinstance(run.optimizer, torch.optim.AdamW)
@@ -130,7 +125,7 @@ def test_new_settings_are_checked():
 
 def test_early_stopping_says_why(tiny_dataset, tmp_path):
     # A far too large learning rate: the val loss stops falling within a few epochs.
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", lr=20.0, patience=2, epochs=20,
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="fixed", lr=20.0, patience=2, epochs=20,
                              stop_metric="val_loss"))
     records = list(run)
     assert run.status == "completed" and len(records) < 20
@@ -145,7 +140,7 @@ def test_early_stopping_says_why(tiny_dataset, tmp_path):
 
 def test_frozen_batchnorm_keeps_its_statistics(small_dataset, tmp_path):
     def layer4_running_means(**kw):
-        run = TrainingRun(config(small_dataset, tmp_path / str(kw), train_blocks=1, epochs=1, **kw))
+        run = TrainingRun(finetune_config(small_dataset, tmp_path / str(kw), train_blocks=1, epochs=1, **kw))
         list(run)
         sd = load_checkpoint(run.checkpoint_path).state_dict
         assert load_checkpoint(run.checkpoint_path).meta["hyperparameters"]["freeze_bn"] == kw.get("freeze_bn", False)
@@ -158,11 +153,11 @@ def test_frozen_batchnorm_keeps_its_statistics(small_dataset, tmp_path):
 
 @pytest.mark.timeout(1200)  # three fine-tunes (3 + 2 + 1 epochs) at the speed of a loaded 2-core machine
 def test_cancelled_run_resumes_where_it_stopped(tiny_dataset, tmp_path):
-    whole = TrainingRun(config(tiny_dataset, tmp_path / "a", epochs=3))
+    whole = TrainingRun(finetune_config(tiny_dataset, tmp_path / "a", epochs=3))
     expected = [(r.epoch, r.train_loss, r.val_loss) for r in whole]
 
     cancel = threading.Event()
-    first = TrainingRun(config(tiny_dataset, tmp_path / "b", epochs=3), cancel=cancel)
+    first = TrainingRun(finetune_config(tiny_dataset, tmp_path / "b", epochs=3), cancel=cancel)
     for record in first:
         if record.epoch == 2:
             cancel.set()  # stops at the first batch of epoch 3
@@ -192,7 +187,7 @@ def test_the_best_so_far_comes_from_the_checkpoint_or_an_older_state_file(small_
 
     from bees_ants.checkpoint import write_atomically
     cancel = threading.Event()
-    run = TrainingRun(config(small_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
+    run = TrainingRun(finetune_config(small_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
     for _ in run:
         cancel.set()
     ckpt = load_checkpoint(run.checkpoint_path)
@@ -213,7 +208,7 @@ def test_the_best_so_far_comes_from_the_checkpoint_or_an_older_state_file(small_
 
 def test_cli_resumes_an_interrupted_run(tiny_dataset, tmp_path, capsys):
     cancel = threading.Event()
-    run = TrainingRun(config(tiny_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
+    run = TrainingRun(finetune_config(tiny_dataset, tmp_path, mode="fixed", lr=0.02, epochs=3), cancel=cancel)
     for _ in run:
         cancel.set()  # as Ctrl-C or a cancel would, after the first epoch
     assert run.status == "cancelled" and len(run.history) == 1

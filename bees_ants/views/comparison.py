@@ -11,9 +11,9 @@ from .common import duration, val_images
 from .plots import curves_html
 
 NOT_RECORDED = "—"  # a checkpoint from before a value was kept
-# Hyperparameters that have a row of their own (backbone, mode), so are not listed again among the others.
-# arch and mode have rows of their own; image_size is shown as the input size every checkpoint's
-# preprocessing records (older ones have no image_size, and None means "the architecture's own").
+# Hyperparameters not listed among the others: arch and mode have rows of their own, and image_size
+# shows as the input size every checkpoint's preprocessing records (older ones have no image_size,
+# and None means "the architecture's own").
 NOT_COMPARED = {"arch", "mode", "image_size"}
 
 
